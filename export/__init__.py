@@ -1,0 +1,1 @@
+"""Diffusers pipeline directory -> ONNX graphs (+ TensorRT engines, Triton repository), parity checks and manifest."""

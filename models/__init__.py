@@ -1,0 +1,1 @@
+"""Embedded models: the default backbone in diffusers layout, its dataset, judge and training recipe."""

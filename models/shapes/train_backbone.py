@@ -1,0 +1,237 @@
+"""Recipe for the embedded default backbone: `python -m models.shapes.train_backbone` (`make train-backbone`).
+
+Stages, each a pure function of the seed:
+1. a CLIP tokenizer learned from the captions;
+2. the KL autoencoder (L1 + MSE + a tiny KL term), then its latent scaling factor;
+3. the training set encoded once to latents (the autoencoder is frozen from here on);
+4. U-Net and text encoder trained jointly on epsilon prediction with min-SNR weighting, caption dropout
+   (so classifier-free guidance works) and an EMA of the weights, which is what gets saved.
+
+Held-out attributes (vocabulary.HELD_OUT) are excluded from every stage. The result is a diffusers
+`StableDiffusionPipeline` directory; `training.json` beside it records the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+from diffusers.training_utils import EMAModel, compute_snr
+from tqdm import tqdm
+
+from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet, build_vae
+from models.shapes.dataset import Batch, caption, make_batch
+from models.shapes.tokenizer import write_clip_tokenizer
+
+PIPELINE_DIR = Path(__file__).parent / "pipeline"
+log = logging.getLogger("train_backbone")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    train_images: int = 40_000
+    vae_steps: int = 800
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    unet_steps: int = 3200
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    warmup_steps: int = 100
+    caption_dropout: float = 0.15
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 600
+    threads: int = 2
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n,H,W,3] -> float [n,3,H,W] in [-1, 1], the range diffusers' VAE works in."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Multiplier: linear warm-up, then cosine decay to 5% of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def render_training_set(recipe: Recipe) -> Batch:
+    chunks = []
+    for start in tqdm(range(0, recipe.train_images, 1000), desc="render", unit="k images"):
+        chunks.append(make_batch(min(1000, recipe.train_images - start), seed=recipe.seed * 1_000_003 + start))
+    return Batch(
+        images=np.concatenate([c.images for c in chunks]),
+        scenes=[s for c in chunks for s in c.scenes],
+        captions=[t for c in chunks for t in c.captions],
+        named=[n for c in chunks for n in c.named],
+    )
+
+
+def train_vae(vae: AutoencoderKL, images: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> dict[str, float]:
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    vae.train()
+    bar = tqdm(range(recipe.vae_steps), desc="vae", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.vae_lr * cosine_lr(step, recipe.vae_steps, recipe.warmup_steps)
+        x = to_tensor(images[rng.integers(len(images), size=recipe.vae_batch)])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        loss = rec + recipe.vae_kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(rec=f"{rec.item():.4f}")
+        if step % 100 == 0 or step == recipe.vae_steps - 1:
+            log.info("vae step %d rec %.5f", step, rec.item())
+    vae.eval()
+    return {"vae_final_rec_loss": float(rec.item())}
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
+    chunks = tqdm(range(0, len(images), 500), desc="encode")
+    return torch.cat([vae.encode(to_tensor(images[i : i + 500])).latent_dist.mean for i in chunks])
+
+
+def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, vae, unet) -> None:  # noqa: ANN001
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):  # transformers 5 saves only tokenizer.json; keep CLIP's classic pair
+        shutil.copy(tokenizer_dir / name, out_dir / "tokenizer" / name)
+
+
+def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) -> dict:
+    torch.manual_seed(recipe.seed)
+    random.seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    rng = np.random.default_rng(recipe.seed)
+    started = time.time()
+    stats: dict = {"recipe": asdict(recipe), "config": asdict(cfg)}
+
+    data = render_training_set(recipe)
+    tokenizer = write_clip_tokenizer(data.captions + [""], work_dir / "tokenizer")
+    log.info("tokenizer: %d tokens", len(tokenizer))
+
+    vae = build_vae(cfg)
+    stats.update(train_vae(vae, data.images, recipe, rng))
+    latents = encode_latents(vae, data.images)
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    latents = latents * scaling
+    stats["vae_scaling_factor"] = scaling
+    stats["vae_minutes"] = (time.time() - started) / 60
+    log.info("latents %s, scaling factor %.4f", tuple(latents.shape), scaling)
+    vae.requires_grad_(False)
+
+    text_encoder = build_text_encoder(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    unet = build_unet(cfg)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=0.01)
+    ema = EMAModel(params, decay=recipe.ema_decay, use_ema_warmup=True, power=0.75)
+    noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(recipe.unet_steps), desc="unet", unit="step")
+    running = 0.0
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.unet_lr * cosine_lr(step, recipe.unet_steps, recipe.warmup_steps)
+        idx = rng.integers(len(latents), size=recipe.unet_batch)
+        # Fresh captions each time: the same image is seen under different partial descriptions.
+        texts = [caption(data.scenes[i], rng)[0] for i in idx]
+        texts = ["" if rng.random() < recipe.caption_dropout else t for t in texts]
+        ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+        ).input_ids
+        x0 = latents[torch.from_numpy(idx)]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
+        xt = noise_scheduler.add_noise(x0, noise, t)
+        pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
+        snr = compute_snr(noise_scheduler, t)
+        weight = torch.clamp(snr, max=recipe.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.step(params)
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % 100 == 0:
+            log.info("unet step %d loss %.5f (ema of loss %.5f)", step, loss.item(), running)
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.unet_steps:
+            ema.store(params)
+            ema.copy_to(params)
+            target = out_dir if step + 1 == recipe.unet_steps else work_dir / f"checkpoint-{step + 1}"
+            save_pipeline(target, work_dir / "tokenizer", tokenizer, text_encoder, vae, unet)
+            ema.restore(params)
+            log.info("saved %s", target)
+    stats["unet_final_loss_ema"] = running
+    stats["minutes"] = (time.time() - started) / 60
+    stats["parameters"] = {
+        name: sum(p.numel() for p in m.parameters()) for name, m in
+        {"unet": unet, "vae": vae, "text_encoder": text_encoder}.items()
+    }
+    (out_dir / "training.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=PIPELINE_DIR)
+    parser.add_argument("--work", type=Path, default=Path(".work/backbone"), help="checkpoints and tokenizer scratch")
+    parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--unet-steps", type=int, default=Recipe.unet_steps)
+    parser.add_argument("--vae-steps", type=int, default=Recipe.vae_steps)
+    parser.add_argument("--train-images", type=int, default=Recipe.train_images)
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        handlers=[logging.FileHandler(args.work / "train_backbone.log")],
+    )
+    recipe = Recipe(
+        seed=args.seed, unet_steps=args.unet_steps, vae_steps=args.vae_steps, train_images=args.train_images
+    )
+    # Train into scratch and swap at the end: an interrupted run never leaves the shipped model half-written.
+    staging = args.work / "pipeline"
+    if staging.exists():
+        shutil.rmtree(staging)
+    stats = train(recipe, BackboneConfig(), staging, args.work)
+    shutil.copy(args.work / "train_backbone.log", staging / "train_backbone.log")
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.move(staging, args.out)
+    print(json.dumps({k: v for k, v in stats.items() if k not in ("recipe", "config")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

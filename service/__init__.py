@@ -1,0 +1,1 @@
+"""The serving side: FastAPI app, continuous-batching engine, runtimes, stores, worker and the `diffplex` CLI."""
