@@ -1,0 +1,69 @@
+"""LoRA files as diffusers writes them (`save_lora_weights`): peft keys under `unet.` / `text_encoder.`.
+
+Alpha follows `load_lora_weights`: with the `lora_adapter_metadata` JSON that `save_lora_weights` stores
+when given the adapters' `LoraConfig`, each module's rank and alpha are resolved the way peft resolves
+them (`rank_pattern` / `alpha_pattern` via peft's `get_pattern_key`; `use_rslora` scales by sqrt(r));
+without it diffusers loads every module with alpha = rank (scale 1), and so do we.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from adapters.errors import AdapterError
+from adapters.formats.lora_keys import RawLayer, group_layers, to_peft_keys
+from adapters.types import LoRAAdapter, LoRALayer
+
+METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
+
+
+def read_diffusers_lora(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> LoRAAdapter:
+    configs = _component_configs(metadata.get(METADATA_KEY))
+    layers = {}
+    for raw in group_layers(to_peft_keys(tensors)):
+        layers[raw.canonical_name] = LoRALayer(raw.down, raw.up, _alpha(configs.get(raw.component), raw))
+    return LoRAAdapter(layers)
+
+
+def _component_configs(raw: str | None) -> dict[str, dict[str, Any]]:
+    """`{"unet.r": 4, "unet.lora_alpha": 8, ...}` (diffusers flattens each LoraConfig under its prefix)."""
+    if not raw:
+        return {}
+    try:
+        flat = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"LoRA metadata {METADATA_KEY!r} is not valid JSON: {e}") from e
+    if not isinstance(flat, dict):
+        raise AdapterError(f"LoRA metadata {METADATA_KEY!r} is not a JSON object")
+    configs: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        component, _, field = str(key).partition(".")
+        configs.setdefault(component, {})[field] = value
+    return configs
+
+
+def _alpha(config: Mapping[str, Any] | None, raw: RawLayer) -> float:
+    """Canonical alpha (scale = alpha / rank) for one module, as peft would configure it."""
+    from peft.utils.other import get_pattern_key
+
+    rank = raw.down.shape[0]
+    if config is None:
+        return float(rank)
+    if config.get("use_dora") or config.get("lora_bias"):
+        raise AdapterError(f"LoRA config on {raw.component} uses DoRA or LoRA biases, which are not supported")
+    rank_pattern, alpha_pattern = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    if not isinstance(rank_pattern, dict) or not isinstance(alpha_pattern, dict):
+        raise AdapterError(f"LoRA config on {raw.component}: rank_pattern / alpha_pattern must be objects")
+    r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), raw.module), config.get("r", rank))
+    alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), raw.module), config.get("lora_alpha", r))
+    if not isinstance(r, int) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+        raise AdapterError(f"LoRA config for {raw.canonical_name}: r must be an integer and lora_alpha a number")
+    if r != rank:
+        raise AdapterError(f"LoRA config says rank {r} for {raw.canonical_name} but its weights have rank {rank}")
+    scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    return float(scale * rank)

@@ -1,0 +1,104 @@
+"""LoRA state-dict keys -> one (down, up) pair per canonical module, through diffusers' own key converters.
+
+Every LoRA layout diffusers can load (peft `lora_A`/`lora_B`, diffusers' older `to_q_lora.down` and
+`lora_linear_layer`, kohya-ss `lora_unet_*`/`lora_te_*`) goes through the same steps `load_lora_weights`
+takes: `lora_state_dict` (kohya -> diffusers), then per component `convert_unet_state_dict_to_peft` or
+`convert_state_dict_to_diffusers` + `convert_state_dict_to_peft`. What comes out is keyed like peft:
+`<component>.<module path>.lora_A.weight`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from adapters.errors import AdapterError, listing
+from adapters.fingerprint import canonical_module_name
+
+PEFT_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up"}
+
+
+@dataclass(frozen=True)
+class RawLayer:
+    component: str
+    module: str  # path inside the component, as peft names it (used to match alpha/rank patterns)
+    down: torch.Tensor  # [r, d_in]
+    up: torch.Tensor  # [d_out, r]
+
+    @property
+    def canonical_name(self) -> str:
+        return canonical_module_name(self.component, self.module)
+
+
+def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename any diffusers-loadable SD-1.x LoRA state dict to `<component>.<module>.lora_{A,B}.weight`."""
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
+    from diffusers.utils import (
+        convert_state_dict_to_diffusers,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
+
+    try:
+        converted, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(dict(state_dict))
+        out: dict[str, torch.Tensor] = {}
+        for component in ("unet", "text_encoder"):
+            part = {k.removeprefix(f"{component}."): v for k, v in converted.items() if k.startswith(f"{component}.")}
+            if not part:
+                continue
+            # the same steps (first-key test included) as `load_lora_adapter` / `_load_lora_into_text_encoder`
+            if component == "unet" and "lora_A" not in next(iter(part)):
+                part = convert_unet_state_dict_to_peft(part)
+            elif component == "text_encoder":
+                part = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
+            out |= {f"{component}.{k}": v for k, v in part.items()}
+    except ValueError as e:  # diffusers' converters raise ValueError on keys they cannot place
+        raise AdapterError(f"unsupported LoRA layout: {e}") from e
+    if leftover := sorted(k for k in converted if not k.startswith(("unet.", "text_encoder."))):
+        raise AdapterError(
+            "LoRA keys for components other than the U-Net and the (single) text encoder: "
+            + listing(leftover)
+            + "; SDXL-style second text encoders are not supported"
+        )
+    return out
+
+
+def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
+    """Pair `lora_A`/`lora_B` per module; 1x1-conv LoRA weights are flattened to linear ones."""
+    if dora := [k for k in peft_state_dict if "lora_magnitude_vector" in k or "dora_scale" in k]:
+        raise AdapterError(f"DoRA adapters are not supported (keys {listing(dora)}); export a plain LoRA")
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, tensor in peft_state_dict.items():
+        suffix = next((s for s in PEFT_SUFFIXES if key.endswith(s)), None)
+        if suffix is None:
+            unknown.append(key)
+            continue
+        parts.setdefault(key.removesuffix(suffix), {})[PEFT_SUFFIXES[suffix]] = tensor
+    if unknown:
+        raise AdapterError(f"unrecognized LoRA keys (LoRA biases, LyCORIS?): {listing(unknown)}")
+    layers, not_linear = [], []
+    for path, pair in sorted(parts.items()):
+        if set(pair) != {"down", "up"}:
+            raise AdapterError(
+                f"LoRA module {path} has only lora_{'A' if 'down' in pair else 'B'}: the file is incomplete"
+            )
+        down, up = _as_linear(pair["down"]), _as_linear(pair["up"])
+        if down is None or up is None:
+            not_linear.append(f"{path} {tuple(pair['down'].shape)}")
+            continue
+        if down.shape[0] != up.shape[1]:
+            raise AdapterError(f"LoRA module {path}: down has rank {down.shape[0]} but up has rank {up.shape[1]}")
+        component, module = path.split(".", 1)
+        layers.append(RawLayer(component, module, down, up))
+    if not_linear:
+        raise AdapterError(f"only linear and 1x1-conv LoRA layers are supported, not: {listing(not_linear)}")
+    return layers
+
+
+def _as_linear(weight: torch.Tensor) -> torch.Tensor | None:
+    if weight.ndim == 4 and weight.shape[2:] == (1, 1):
+        return weight[:, :, 0, 0]
+    return weight if weight.ndim == 2 else None

@@ -1,0 +1,169 @@
+"""Adapter sets -> slot banks, the graph inputs of the contract (docs: /work/shared/ARCHITECTURE.md).
+
+Per graph (`unet`, `text_encoder`), for its i-th LoRA target (`BackboneSpec.targets(component)[i]`):
+`lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the U-Net's j-th transformer block:
+`vpt.{j}` [S, P, d_j] and `vpt_mask.{j}` [S, P] (1 = token present). Slot 0 is all zeros: no adapter.
+Rows point at slots with `adapter_slot` [N]. Each distinct adapter set of a batch gets one slot; its
+rows are packed once and kept in an LRU keyed by a hash of the set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from adapters.errors import AdapterError, listing
+from adapters.lora import lora_rows
+from adapters.spec import COMPONENTS, BackboneSpec
+from adapters.types import AdapterSet
+from adapters.vpt import vpt_rows
+
+ADAPTER_SLOT = "adapter_slot"
+VPT_MASK = "vpt_mask"
+
+
+def lora_a_name(i: int) -> str:
+    return f"lora_a.{i}"
+
+
+def lora_b_name(i: int) -> str:
+    return f"lora_b.{i}"
+
+
+def vpt_name(j: int) -> str:
+    return f"vpt.{j}"
+
+
+def vpt_mask_name(j: int) -> str:
+    return f"{VPT_MASK}.{j}"
+
+
+def adapter_set_key(adapter_set: AdapterSet | None) -> str:
+    """Stable across processes: the adapters' content digests with their weights, in request order."""
+    h = hashlib.sha256()
+    for adapter, weight in adapter_set or ():
+        h.update(f"{adapter.kind}:{adapter.digest}:{float(weight)!r};".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SlotRows:
+    """One adapter set's bank rows: only what it touches, the rest of its slot stays zero."""
+
+    key: str
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]]  # canonical module -> (A [R, d_in], B [d_out, R])
+    vpt: list[tuple[torch.Tensor, torch.Tensor]] | None  # per block: (tokens [P, d_j], mask [P])
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing in the banks (no adapters, or textual inversion only): the set runs in slot 0."""
+        return not self.lora and self.vpt is None
+
+
+def pack_rows(adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int, max_vpt_tokens: int) -> SlotRows:
+    adapter_set = adapter_set or ()
+    lora = lora_rows(adapter_set, max_rank)
+    if unknown := sorted(set(lora) - set(spec.target_index)):
+        raise AdapterError(f"LoRA layers on modules this export does not cover: {listing(unknown)}")
+    return SlotRows(adapter_set_key(adapter_set), lora, vpt_rows(adapter_set, spec, max_vpt_tokens))
+
+
+class PackedRowCache:
+    """LRU of packed rows per (backbone, R, P, adapter set): a repeated set costs a dict lookup."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._rows: OrderedDict[tuple[str, int, int, str], SlotRows] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int, max_vpt_tokens: int) -> SlotRows:
+        key = (spec.fingerprint, max_rank, max_vpt_tokens, adapter_set_key(adapter_set))
+        if (rows := self._rows.get(key)) is not None:
+            self._rows.move_to_end(key)
+            return rows
+        rows = pack_rows(adapter_set, spec, max_rank, max_vpt_tokens)
+        self._rows[key] = rows
+        while len(self._rows) > self.max_entries:
+            self._rows.popitem(last=False)
+        return rows
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+@dataclass(frozen=True)
+class PackedBanks:
+    unet: dict[str, torch.Tensor]  # lora_a.{i}, lora_b.{i}, vpt.{j}, vpt_mask.{j}
+    text_encoder: dict[str, torch.Tensor]  # lora_a.{i}, lora_b.{i}
+    adapter_slot: torch.Tensor  # [N] int64: row -> slot
+    slot_keys: tuple[str, ...]  # slot -> adapter set key ("" for slot 0)
+
+    def for_component(self, component: str) -> dict[str, torch.Tensor]:
+        return self.unet if component == "unet" else self.text_encoder
+
+
+def pack_banks(
+    row_sets: Sequence[AdapterSet | None],
+    spec: BackboneSpec,
+    max_rank: int,
+    max_vpt_tokens: int,
+    cache: PackedRowCache | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> PackedBanks:
+    """One adapter set per batch row (None / empty = no adapter) -> banks with one slot per distinct set."""
+    slots: list[SlotRows] = []
+    slot_of: dict[str, int] = {}
+    adapter_slot = []
+    for adapter_set in row_sets:
+        rows = (
+            cache.get(adapter_set, spec, max_rank, max_vpt_tokens)
+            if cache
+            else pack_rows(adapter_set, spec, max_rank, max_vpt_tokens)
+        )
+        if rows.is_empty:
+            adapter_slot.append(0)
+            continue
+        if rows.key not in slot_of:
+            slot_of[rows.key] = len(slots) + 1
+            slots.append(rows)
+        adapter_slot.append(slot_of[rows.key])
+    banks = {c: _lora_banks(spec, c, slots, max_rank, dtype) for c in COMPONENTS}
+    banks["unet"] |= _vpt_banks(spec, slots, max_vpt_tokens, dtype)
+    return PackedBanks(
+        unet=banks["unet"],
+        text_encoder=banks["text_encoder"],
+        adapter_slot=torch.tensor(adapter_slot, dtype=torch.int64),
+        slot_keys=("", *(s.key for s in slots)),
+    )
+
+
+def _lora_banks(
+    spec: BackboneSpec, component: str, slots: list[SlotRows], rank: int, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    banks = {}
+    for i, target in enumerate(spec.targets(component)):
+        down = torch.zeros(len(slots) + 1, rank, target.d_in, dtype=dtype)
+        up = torch.zeros(len(slots) + 1, target.d_out, rank, dtype=dtype)
+        for s, rows in enumerate(slots, start=1):
+            if (pair := rows.lora.get(target.name)) is not None:
+                down[s], up[s] = pair
+        banks[lora_a_name(i)], banks[lora_b_name(i)] = down, up
+    return banks
+
+
+def _vpt_banks(spec: BackboneSpec, slots: list[SlotRows], tokens: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    banks = {}
+    for j, dim in enumerate(spec.vpt_dims):
+        prompt = torch.zeros(len(slots) + 1, tokens, dim, dtype=dtype)
+        mask = torch.zeros(len(slots) + 1, tokens, dtype=dtype)
+        for s, rows in enumerate(slots, start=1):
+            if rows.vpt is not None:
+                prompt[s], mask[s] = rows.vpt[j]
+        banks[vpt_name(j)], banks[vpt_mask_name(j)] = prompt, mask
+    return banks

@@ -1,0 +1,94 @@
+"""Textual inversion without touching the shared tokenizer or embedding table.
+
+diffusers' `load_textual_inversion` adds tokens to the tokenizer and rows to the embedding table, which
+would make a token global to every tenant. Here a tenant's table `{token: vectors [n, D]}` is applied to
+one prompt: the text between the tenant's tokens is tokenized by the shared tokenizer and looked up in
+the shared embedding table, each token contributes its n vectors in place, and the sequence is cut
+and padded the way CLIP's tokenizer does (BOS, at most L-2 positions, EOS, padding). The result is the
+text encoder's `inputs_embeds` (token embeddings, before position embeddings are added).
+Placeholders match the prompt literally and case-sensitively, anywhere (as diffusers' added tokens do).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapters.errors import AdapterError
+from adapters.types import TextualInversion
+
+
+def ti_table(adapters: Iterable[TextualInversion]) -> dict[str, torch.Tensor]:
+    """Merge one tenant's embeddings into a token table; a token owned twice is an error, not a silent pick."""
+    table: dict[str, torch.Tensor] = {}
+    for adapter in adapters:
+        for token, vectors in adapter.tokens.items():
+            if token in table:
+                raise AdapterError(f"token {token!r} is defined by two of your embeddings: rename one of them")
+            table[token] = vectors
+    return table
+
+
+def split_prompt(prompt: str, tokens: Iterable[str]) -> list[str | tuple[str]]:
+    """Text pieces and `(token,)` markers, longest token first where two overlap."""
+    names = sorted(set(tokens), key=len, reverse=True)
+    if not names:
+        return [prompt]
+    pattern = re.compile("|".join(map(re.escape, names)))
+    pieces: list[str | tuple[str]] = []
+    position = 0
+    for match in pattern.finditer(prompt):
+        pieces += [prompt[position : match.start()], (match.group(0),)]
+        position = match.end()
+    return [*pieces, prompt[position:]]
+
+
+def build_inputs_embeds(
+    prompt: str,
+    table: Mapping[str, torch.Tensor],
+    tokenizer: Any,
+    token_embedding: nn.Embedding | torch.Tensor,
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """`prompt` -> `inputs_embeds` [L, D] (L = `max_length`, default the tokenizer's, 77 for CLIP)."""
+    weight = token_embedding.weight if isinstance(token_embedding, nn.Embedding) else token_embedding
+    length = max_length or int(tokenizer.model_max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids: list[int] = []
+    spliced: dict[int, torch.Tensor] = {}  # position in `ids` -> TI vector
+    for piece in split_prompt(prompt, table):
+        if isinstance(piece, tuple):
+            for vector in table[piece[0]]:
+                spliced[len(ids)] = vector
+                ids.append(pad_id)  # a stand-in id, overwritten below
+        elif piece:
+            ids += tokenizer(piece, add_special_tokens=False, verbose=False)["input_ids"]
+    content = ids[: length - 2]
+    sequence = [tokenizer.bos_token_id, *content, tokenizer.eos_token_id]
+    sequence += [pad_id] * (length - len(sequence))
+    with torch.no_grad():
+        embeds = nn.functional.embedding(torch.tensor(sequence, device=weight.device), weight).clone()
+        for position, vector in spliced.items():
+            if position < len(content):
+                embeds[1 + position] = vector.to(embeds)
+    return embeds
+
+
+def build_inputs_embeds_batch(
+    prompts: Sequence[str],
+    tables: Sequence[Mapping[str, torch.Tensor]],
+    tokenizer: Any,
+    token_embedding: nn.Embedding | torch.Tensor,
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """Row i: `prompts[i]` with `tables[i]` (each row may belong to another tenant) -> [N, L, D]."""
+    return torch.stack(
+        [
+            build_inputs_embeds(p, t, tokenizer, token_embedding, max_length)
+            for p, t in zip(prompts, tables, strict=True)
+        ]
+    )

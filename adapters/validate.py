@@ -1,0 +1,104 @@
+"""Check a parsed adapter against the backbone spec and the export's limits, before it is stored or packed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from adapters.errors import AdapterError, listing
+from adapters.spec import BackboneSpec
+from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
+
+
+@dataclass(frozen=True)
+class ExportLimits:
+    """What the exported graphs can hold: LoRA rank R and VPT tokens P per slot (recorded in the manifest)."""
+
+    max_lora_rank: int  # R
+    max_vpt_tokens: int  # P
+    max_ti_vectors: int = 16  # vectors per textual-inversion token (each takes a prompt position)
+    max_ti_tokens: int = 64  # tokens per textual-inversion file
+
+
+def validate(adapter: Adapter, spec: BackboneSpec, limits: ExportLimits) -> None:
+    """Raise AdapterError saying what to change when `adapter` cannot run on this export."""
+    if isinstance(adapter, LoRAAdapter):
+        validate_lora(adapter, spec, limits)
+    elif isinstance(adapter, TextualInversion):
+        validate_textual_inversion(adapter, spec, limits)
+    elif isinstance(adapter, VPTAdapter):
+        validate_vpt(adapter, spec, limits)
+    else:
+        raise AdapterError(f"unknown adapter type {type(adapter).__name__}")
+
+
+def validate_lora(adapter: LoRAAdapter, spec: BackboneSpec, limits: ExportLimits) -> None:
+    if not adapter.layers:
+        raise AdapterError("the LoRA holds no layers")
+    targets = {t.name: t for t in spec.lora_targets}
+    if unsupported := sorted(set(adapter.layers) - set(targets)):
+        patterns = "; ".join(f"{c}: {', '.join(p)}" for c, p in spec.target_patterns.items())
+        raise AdapterError(
+            f"the LoRA adapts modules this export does not cover: {listing(unsupported)}. "
+            f"Retrain it on the exported targets ({patterns}) or drop those layers"
+        )
+    for name, layer in adapter.layers.items():
+        target = targets[name]
+        if (layer.d_in, layer.d_out) != (target.d_in, target.d_out) or layer.up.shape[1] != layer.rank:
+            raise AdapterError(
+                f"LoRA layer {name} is [{layer.d_out} x {layer.rank}] @ [{layer.rank} x {layer.d_in}] but the "
+                f"module is {target.d_in} -> {target.d_out}: the LoRA was trained for another backbone"
+            )
+        if not 1 <= layer.rank <= limits.max_lora_rank:
+            raise AdapterError(
+                f"LoRA layer {name} has rank {layer.rank}; this export allows 1 to {limits.max_lora_rank}: "
+                "retrain or resize the LoRA to a lower rank"
+            )
+        if not (math.isfinite(layer.alpha) and layer.alpha > 0):
+            raise AdapterError(f"LoRA layer {name} has alpha {layer.alpha}; it must be a positive number")
+        _finite(f"LoRA layer {name}", layer.down, layer.up)
+
+
+def validate_textual_inversion(adapter: TextualInversion, spec: BackboneSpec, limits: ExportLimits) -> None:
+    if not 1 <= len(adapter.tokens) <= limits.max_ti_tokens:
+        raise AdapterError(f"an embedding file holds 1 to {limits.max_ti_tokens} tokens, not {len(adapter.tokens)}")
+    max_vectors = min(limits.max_ti_vectors, spec.max_length - 2)  # BOS and EOS take two positions
+    for token, vectors in adapter.tokens.items():
+        if vectors.ndim != 2 or vectors.shape[1] != spec.token_embedding_dim:
+            raise AdapterError(
+                f"embedding {token!r} has shape {tuple(vectors.shape)}; this backbone's text encoder needs "
+                f"[n, {spec.token_embedding_dim}]: the embedding was trained for another model"
+            )
+        if not 1 <= vectors.shape[0] <= max_vectors:
+            raise AdapterError(f"embedding {token!r} has {vectors.shape[0]} vectors; the limit is {max_vectors}")
+        _finite(f"embedding {token!r}", vectors)
+
+
+def validate_vpt(adapter: VPTAdapter, spec: BackboneSpec, limits: ExportLimits) -> None:
+    if not spec.vpt_blocks:
+        raise AdapterError("this backbone's U-Net blocks cannot take VPT prompt tokens")
+    if adapter.backbone_fingerprint != spec.fingerprint:
+        raise AdapterError(
+            f"the VPT was trained on backbone {adapter.backbone_fingerprint[:12]}, this server runs "
+            f"{spec.fingerprint[:12]}: prompt tokens do not transfer between backbones, retrain it"
+        )
+    expected_blocks = 1 if adapter.depth == "shallow" else len(spec.vpt_blocks)
+    if len(adapter.tokens) != expected_blocks:
+        raise AdapterError(
+            f"a {adapter.depth} VPT needs tokens for {expected_blocks} block(s); it has {len(adapter.tokens)}"
+        )
+    if not 1 <= adapter.num_tokens <= limits.max_vpt_tokens:
+        raise AdapterError(f"the VPT has {adapter.num_tokens} tokens; this export allows 1 to {limits.max_vpt_tokens}")
+    for j, (tokens, dim) in enumerate(zip(adapter.tokens, spec.vpt_dims, strict=False)):
+        if tuple(tokens.shape) != (adapter.num_tokens, dim):
+            raise AdapterError(
+                f"VPT block {j} tokens are {tuple(tokens.shape)}; block {j} needs [{adapter.num_tokens}, {dim}]"
+            )
+        _finite(f"VPT block {j}", tokens)
+
+
+def _finite(what: str, *tensors: torch.Tensor) -> None:
+    if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        raise AdapterError(f"{what} holds NaN or infinite values")

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapters.errors import AdapterError
+from adapters.lora import delta_weight, lora_scale
+from adapters.packing import PackedRowCache, adapter_set_key, pack_banks
+from adapters.spec import BackboneSpec
+from adapters.types import LoRAAdapter
+from tests.adapters.builders import random_lora, random_ti, random_vpt
+
+R, P = 8, 4
+Q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+TE_V = "text_encoder.encoder.layers.1.self_attn.v_proj"
+
+
+@pytest.fixture
+def adapters(spec: BackboneSpec) -> dict:
+    return {
+        "lora": random_lora(spec, [Q, TE_V], rank=4, alpha=8.0, seed=0),
+        "lora2": random_lora(spec, [Q], rank=2, alpha=2.0, seed=1),
+        "shallow": random_vpt(spec, "shallow", 2, seed=2),
+        "deep": random_vpt(spec, "deep", 3, seed=3),
+        "ti": random_ti({"<cat>": 2}, 32, seed=4),
+    }
+
+
+def test_names_and_shapes_follow_the_contract(spec: BackboneSpec, adapters: dict) -> None:
+    packed = pack_banks([[(adapters["lora"], 1.0)], None], spec, R, P)
+    n_unet, n_te = len(spec.targets("unet")), len(spec.targets("text_encoder"))
+    assert set(packed.unet) == {f"lora_{ab}.{i}" for ab in "ab" for i in range(n_unet)} | {
+        f"{name}.{j}" for name in ("vpt", "vpt_mask") for j in range(4)
+    }
+    assert set(packed.text_encoder) == {f"lora_{ab}.{i}" for ab in "ab" for i in range(n_te)}
+    i = spec.target_index[Q][1]
+    assert packed.unet[f"lora_a.{i}"].shape == (2, R, 32) and packed.unet[f"lora_b.{i}"].shape == (2, 32, R)
+    assert packed.unet["vpt.3"].shape == (2, P, 64) and packed.unet["vpt_mask.3"].shape == (2, P)
+    assert all(t[0].abs().sum() == 0 for t in (*packed.unet.values(), *packed.text_encoder.values()))  # slot 0
+    assert packed.adapter_slot.tolist() == [1, 0] and packed.adapter_slot.dtype == torch.int64
+
+
+def test_slot_rows_hold_the_scaled_delta(spec: BackboneSpec, adapters: dict) -> None:
+    lora, lora2 = adapters["lora"], adapters["lora2"]
+    packed = pack_banks([[(lora, 0.5), (lora2, 2.0)]], spec, R, P)
+    i = spec.target_index[Q][1]
+    want = sum(
+        w * lora_scale(a.layers[Q]) * delta_weight(a.layers[Q].down, a.layers[Q].up)
+        for a, w in ((lora, 0.5), (lora2, 2.0))
+    )
+    torch.testing.assert_close(delta_weight(packed.unet[f"lora_a.{i}"][1], packed.unet[f"lora_b.{i}"][1]), want)
+    j = spec.target_index[TE_V][1]
+    assert packed.text_encoder[f"lora_b.{j}"][1].abs().sum() > 0
+    assert sum(packed.unet[f"lora_b.{k}"][1].abs().sum() > 0 for k in range(len(spec.targets("unet")))) == 1
+
+
+def test_one_slot_per_distinct_set(spec: BackboneSpec, adapters: dict) -> None:
+    a = [(adapters["lora"], 1.0)]
+    b = [(adapters["lora"], 0.5)]  # another weight: another set
+    c = [(adapters["ti"], 1.0)]  # textual inversion only: nothing in the banks
+    packed = pack_banks([a, b, None, a, c, [], b], spec, R, P)
+    assert packed.adapter_slot.tolist() == [1, 2, 0, 1, 0, 0, 2]
+    assert packed.slot_keys == ("", adapter_set_key(a), adapter_set_key(b))
+    assert packed.unet["lora_a.0"].shape[0] == 3
+
+
+def test_vpt_masks_are_per_block(spec: BackboneSpec, adapters: dict) -> None:
+    packed = pack_banks([[(adapters["shallow"], 1.0)], [(adapters["deep"], 1.0)]], spec, R, P)
+    assert packed.unet["vpt_mask.0"].tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
+    assert packed.unet["vpt_mask.1"].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]]
+    assert torch.equal(packed.unet["vpt.2"][2, :3], adapters["deep"].tokens[2])
+
+
+def test_errors(spec: BackboneSpec, adapters: dict) -> None:
+    with pytest.raises(AdapterError, match="need rank 6 on .*allows 4"):
+        pack_banks([[(adapters["lora"], 1.0), (adapters["lora2"], 1.0)]], spec, 4, P)
+    stray = LoRAAdapter({"unet.conv_in": adapters["lora"].layers[Q]})
+    with pytest.raises(AdapterError, match="does not cover: unet.conv_in"):
+        pack_banks([[(stray, 1.0)]], spec, R, P)
+
+
+def test_cache_is_an_lru_keyed_by_content(spec: BackboneSpec, adapters: dict) -> None:
+    cache = PackedRowCache(max_entries=2)
+    sets = [[(adapters[name], 1.0)] for name in ("lora", "lora2", "deep")]
+    first = cache.get(sets[0], spec, R, P)
+    again = random_lora(spec, [Q, TE_V], rank=4, alpha=8.0, seed=0)  # equal content, another object
+    assert cache.get([(again, 1.0)], spec, R, P) is first
+    cache.get(sets[1], spec, R, P)
+    cache.get(sets[0], spec, R, P)  # refreshes sets[0]
+    cache.get(sets[2], spec, R, P)  # evicts sets[1]
+    assert len(cache) == 2 and cache.get(sets[0], spec, R, P) is first
+    packed = pack_banks([sets[0], sets[2]], spec, R, P, cache=cache)
+    assert packed.adapter_slot.tolist() == [1, 2]
+    assert cache.get(sets[0], spec, R + 1, P) is not first  # another export shape: packed again
