@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet, build_vae
@@ -41,19 +42,19 @@ log = logging.getLogger("train_backbone")
 @dataclass(frozen=True)
 class Recipe:
     seed: int = 0
-    train_images: int = 40_000
-    vae_steps: int = 800
+    train_images: int = 30_000
+    vae_steps: int = 600
     vae_batch: int = 32
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
-    unet_steps: int = 3200
+    unet_steps: int = 1700
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 100
     caption_dropout: float = 0.15
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
-    checkpoint_every: int = 600
+    checkpoint_every: int = 500
     threads: int = 2
 
 
@@ -126,11 +127,51 @@ def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, v
         shutil.copy(tokenizer_dir / name, out_dir / "tokenizer" / name)
 
 
+def vae_stage_key(recipe: Recipe, cfg: BackboneConfig) -> dict:
+    """Everything the autoencoder stage depends on: a cached VAE is reused only when all of it matches."""
+    fields = ("seed", "train_images", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "warmup_steps", "threads")
+    return {"recipe": {f: getattr(recipe, f) for f in fields}, "vae_channels": list(cfg.vae_channels),
+            "latent_channels": cfg.latent_channels}
+
+
+def autoencoder_stage(
+    recipe: Recipe, cfg: BackboneConfig, data: Batch, cache_dir: Path
+) -> tuple[AutoencoderKL, torch.Tensor, dict]:
+    """The trained VAE (scaling factor set) and the training set's scaled latents.
+
+    Loaded from `cache_dir` when an earlier run trained the same stage (see `vae_stage_key`).
+    """
+    key = vae_stage_key(recipe, cfg)
+    key_file = cache_dir / "stage_key.json"
+    if key_file.exists() and json.loads(key_file.read_text()) == key:
+        log.info("autoencoder stage: reusing %s", cache_dir)
+        stats = json.loads((cache_dir / "stage_stats.json").read_text()) | {"vae_reused_from_cache": True}
+        vae = AutoencoderKL.from_pretrained(cache_dir).eval()
+        latents_file = cache_dir / "latents.safetensors"
+        if latents_file.exists():
+            latents = load_file(latents_file)["latents"]
+        else:
+            latents = encode_latents(vae, data.images) * vae.config.scaling_factor
+        return vae, latents, stats
+    started = time.time()
+    vae = build_vae(cfg)
+    stats = train_vae(vae, data.images, recipe, np.random.default_rng(recipe.seed))
+    latents = encode_latents(vae, data.images)
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    latents = latents * scaling
+    stats["vae_minutes"] = (time.time() - started) / 60
+    vae.save_pretrained(cache_dir, safe_serialization=True)
+    save_file({"latents": latents.contiguous()}, cache_dir / "latents.safetensors")
+    (cache_dir / "stage_stats.json").write_text(json.dumps(stats))
+    key_file.write_text(json.dumps(key))
+    return vae, latents, stats
+
+
 def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) -> dict:
     torch.manual_seed(recipe.seed)
     random.seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
-    rng = np.random.default_rng(recipe.seed)
     started = time.time()
     stats: dict = {"recipe": asdict(recipe), "config": asdict(cfg)}
 
@@ -138,17 +179,17 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
     tokenizer = write_clip_tokenizer(data.captions + [""], work_dir / "tokenizer")
     log.info("tokenizer: %d tokens", len(tokenizer))
 
-    vae = build_vae(cfg)
-    stats.update(train_vae(vae, data.images, recipe, rng))
-    latents = encode_latents(vae, data.images)
-    scaling = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scaling)
-    latents = latents * scaling
-    stats["vae_scaling_factor"] = scaling
-    stats["vae_minutes"] = (time.time() - started) / 60
-    log.info("latents %s, scaling factor %.4f", tuple(latents.shape), scaling)
+    vae, latents, vae_stats = autoencoder_stage(recipe, cfg, data, work_dir / "vae-stage")
+    stats.update(vae_stats)
     vae.requires_grad_(False)
+    scaling = float(vae.config.scaling_factor)
+    stats["vae_scaling_factor"] = scaling
+    log.info("latents %s, scaling factor %.4f", tuple(latents.shape), scaling)
 
+    # The diffusion stage draws from its own seed, so it is the same whether the VAE was trained or reused.
+    torch.manual_seed(recipe.seed + 1)
+    rng = np.random.default_rng(recipe.seed + 1)
+    unet_started = time.time()
     text_encoder = build_text_encoder(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = build_unet(cfg)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -194,6 +235,7 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
             ema.restore(params)
             log.info("saved %s", target)
     stats["unet_final_loss_ema"] = running
+    stats["unet_minutes"] = (time.time() - unet_started) / 60
     stats["minutes"] = (time.time() - started) / 60
     stats["parameters"] = {
         name: sum(p.numel() for p in m.parameters()) for name, m in
