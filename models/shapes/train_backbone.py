@@ -45,9 +45,10 @@ class Recipe:
     train_images: int = 30_000
     vae_steps: int = 600
     vae_batch: int = 32
-    vae_lr: float = 1e-3
+    vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
-    unet_steps: int = 1700
+    vae_foreground_weight: float = 10.0
+    unet_steps: int = 1500
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 100
@@ -83,6 +84,17 @@ def render_training_set(recipe: Recipe) -> Batch:
     )
 
 
+def foreground_weight(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weight [n,1,H,W]: `weight` where a pixel differs from the image's background.
+
+    Shapes cover 3-12% of an image; unweighted, the background dominates the loss and the autoencoder
+    settles on colourless blobs. The background is the per-image median colour (it covers most pixels).
+    """
+    background = x.flatten(2).median(dim=2).values[:, :, None, None]
+    foreground = ((x - background).abs().sum(dim=1, keepdim=True) > 0.3).float()
+    return 1.0 + (weight - 1.0) * foreground
+
+
 def train_vae(vae: AutoencoderKL, images: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> dict[str, float]:
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     vae.train()
@@ -93,7 +105,8 @@ def train_vae(vae: AutoencoderKL, images: np.ndarray, recipe: Recipe, rng: np.ra
         x = to_tensor(images[rng.integers(len(images), size=recipe.vae_batch)])
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        err = (recon - x).abs() + (recon - x).pow(2)
+        rec = (foreground_weight(x, recipe.vae_foreground_weight) * err).mean()
         loss = rec + recipe.vae_kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,7 +142,10 @@ def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, v
 
 def vae_stage_key(recipe: Recipe, cfg: BackboneConfig) -> dict:
     """Everything the autoencoder stage depends on: a cached VAE is reused only when all of it matches."""
-    fields = ("seed", "train_images", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "warmup_steps", "threads")
+    fields = (
+        "seed", "train_images", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "vae_foreground_weight",
+        "warmup_steps", "threads",
+    )
     return {"recipe": {f: getattr(recipe, f) for f in fields}, "vae_channels": list(cfg.vae_channels),
             "latent_channels": cfg.latent_channels}
 
