@@ -26,6 +26,9 @@ class BankState:
     def __init__(self) -> None:
         self.banks: Mapping[str, torch.Tensor] | None = None
         self.slot: torch.Tensor | None = None  # [N] int64
+        # Graph mode (export): take the banked path unconditionally, no data-dependent shortcut; slot 0's
+        # zero LoRA rows add exactly 0 and its masked VPT keys get zero attention weight.
+        self.graph_mode = False
 
     def rows(self, batch: int) -> torch.Tensor:
         assert self.slot is not None
@@ -104,7 +107,7 @@ class VPTAttnProcessor:
         bank = self.state.vpt(self.index)
         if bank is not None and encoder_hidden_states is None:
             present = bank[1][self.state.rows(hidden_states.shape[0])] > 0  # [N, P]
-            if bool(present.any()):
+            if self.state.graph_mode or bool(present.any()):
                 if attention_mask is not None:
                     raise AdapterError("VPT prompt tokens cannot be combined with a self-attention mask")
                 return self._attend(attn, hidden_states, bank[0], present, temb)

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-backbone": ("models.shapes.train_backbone", "train the embedded default backbone (shapes world)"),
     "train-judge": ("models.shapes.train_judge", "train the judge classifier used to score image quality"),
     "eval": ("models.shapes.evaluate", "score a pipeline with the judge (prompt accuracy, Frechet distance)"),
+    "adapters": ("adapters.cli", "train (lora, ti, vpt) and evaluate tenant adapters on the frozen backbone"),
+    "export": ("export.cli", "export a diffusers pipeline to ONNX (fused CFG, per-row adapter banks), TensorRT"),
 }
 
 

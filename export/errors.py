@@ -1,0 +1,5 @@
+"""The export package's one error type: the CLI prints its message and exits 2."""
+
+
+class ExportError(Exception):
+    """Something about the model, the options or an export directory a user can fix; the message says what."""

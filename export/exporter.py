@@ -1,0 +1,177 @@
+"""diffusers pipeline directory -> export directory: ONNX graphs (+ ORT-optimized, fp16, TensorRT), manifest.
+
+Layout of an export directory:
+    manifest.json                 IO, dims, targets, R, P, fingerprint, sha256 of every file
+    text_encoder.onnx             inputs_embeds + adapter_slot + LoRA banks -> last_hidden_state
+    unet_cfg.onnx / unet.onnx     fused-CFG and plain U-Net with LoRA and VPT banks
+    vae_encoder.onnx / vae_decoder.onnx
+    *.opt.onnx                    ORT level-"all" optimized graphs (CPU provider)
+    *.fp16.onnx                   fp16 weights and math, fp32 IO (with --fp16)
+    *.plan                        TensorRT engines (with --tensorrt, on a CUDA machine)
+    tokenizer/ scheduler/ token_embeddings.safetensors   what the host needs around the graphs
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+from safetensors.torch import save_file
+
+from adapters.errors import AdapterError
+from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
+from export.backbone import load_backbone
+from export.errors import ExportError
+from export.graphs import GRAPHS, build_graph_modules, graph_io
+from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, record_files
+from export.onnx_io import export_module, save_model
+from export.ort_session import optimize_graph
+from export.random_inputs import Dims, random_inputs
+
+MIN_OPSET = 17
+
+
+@dataclass
+class ExportOptions:
+    model_dir: Path
+    out_dir: Path
+    lora_rank: int = 16
+    unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS
+    text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS
+    vpt_tokens: int = 8
+    opset: int = 17
+    fp16: bool = False
+    tensorrt: bool = False
+    optimize: bool = True
+    graphs: tuple[str, ...] = GRAPHS
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.opset < MIN_OPSET:
+            raise ExportError(f"--opset {self.opset} is too old: the graphs need opset {MIN_OPSET} or newer")
+        if not 1 <= self.lora_rank <= 1024:
+            raise ExportError(f"--lora-rank must be between 1 and 1024, not {self.lora_rank}")
+        if not 0 <= self.vpt_tokens <= 256:
+            raise ExportError(f"--vpt-tokens must be between 0 and 256, not {self.vpt_tokens}")
+        if unknown := [g for g in self.graphs if g not in GRAPHS]:
+            raise ExportError(f"unknown graphs {', '.join(unknown)}; known: {', '.join(GRAPHS)}")
+
+
+Progress = Callable[[str], None]
+
+
+def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manifest:
+    options.validate()
+    started = time.perf_counter()
+    backbone = load_backbone(options.model_dir)
+    try:
+        spec = build_spec(backbone.unet, backbone.text_encoder, options.unet_targets, options.text_encoder_targets)
+    except AdapterError as e:
+        raise ExportError(str(e)) from e
+    if options.vpt_tokens and not spec.vpt_blocks:
+        progress("note: this U-Net's transformer blocks cannot take VPT tokens; exporting without VPT banks")
+    vpt_tokens = options.vpt_tokens if spec.vpt_blocks else 0
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    modules = build_graph_modules(
+        backbone.unet, backbone.text_encoder, backbone.vae, spec, options.lora_rank, vpt_tokens
+    )
+    dims = Dims(
+        rows=2,
+        slots=3,
+        height=backbone.latent_size,
+        width=backbone.latent_size,
+        context=spec.max_length,
+        vae_scale_factor=backbone.vae_scale_factor,
+    )
+    written: list[str] = []
+    graphs: dict[str, GraphEntry] = {}
+    for n, name in enumerate(options.graphs, start=1):
+        progress(f"[{n}/{len(options.graphs)}] {name}: tracing to ONNX (opset {options.opset})")
+        t0 = time.perf_counter()
+        inputs, outputs = graph_io(
+            name, spec, options.lora_rank, vpt_tokens, backbone.latent_channels, backbone.text_dim
+        )
+        file = f"{name}.onnx"
+        sidecars = export_module(
+            modules.get(name), random_inputs(inputs, dims, seed=n), inputs, outputs, out / file, options.opset
+        )
+        entry = GraphEntry(
+            file=file,
+            inputs=[t.to_dict() for t in inputs],
+            outputs=[t.to_dict() for t in outputs],
+            external_data=sidecars,
+        )
+        written += [file, *sidecars]
+        options.timings[f"export.{name}"] = time.perf_counter() - t0
+        if options.optimize:
+            t0 = time.perf_counter()
+            progress(f"[{n}/{len(options.graphs)}] {name}: ONNX Runtime graph optimization (level all)")
+            optimized = f"{name}.opt.onnx"
+            written += [optimized, *optimize_graph(out / file, out / optimized)]
+            entry.variants["ort_optimized"] = optimized
+            options.timings[f"optimize.{name}"] = time.perf_counter() - t0
+        if options.fp16:
+            progress(f"[{n}/{len(options.graphs)}] {name}: fp16 conversion (fp32 inputs and outputs kept)")
+            half = f"{name}.fp16.onnx"
+            written += [half, *convert_fp16(out / file, out / half)]
+            entry.variants["fp16"] = half
+        graphs[name] = entry
+    written += _write_host_files(backbone.model_dir, backbone.text_encoder, out)
+    manifest = Manifest(
+        spec=spec,
+        lora_rank=options.lora_rank,
+        vpt_tokens=vpt_tokens,
+        opset=options.opset,
+        latent_channels=backbone.latent_channels,
+        latent_size=backbone.latent_size,
+        vae_scale_factor=backbone.vae_scale_factor,
+        scaling_factor=float(backbone.vae.config.scaling_factor),
+        text_dim=backbone.text_dim,
+        prediction_type=backbone.prediction_type,
+        graphs=graphs,
+        files={},
+        source=str(Path(options.model_dir).resolve()),
+        torch_version=torch.__version__,
+    )
+    if options.tensorrt:
+        from export.tensorrt_build import build_engines
+
+        progress("TensorRT: building engines (this takes minutes per graph)")
+        written += build_engines(out, manifest, fp16=options.fp16, progress=progress)
+    manifest.files = record_files(out, written)
+    manifest.save(out)
+    options.timings["total"] = time.perf_counter() - started
+    progress(f"exported {len(graphs)} graphs to {out} in {options.timings['total']:.1f} s")
+    return manifest
+
+
+def convert_fp16(source: Path, target: Path) -> list[str]:
+    """fp16 weights and arithmetic via onnxruntime's converter; IO stays fp32 so callers need not change."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source), load_external_data=True)
+    # Normalizations and Softmax accumulate in fp32: SD-style graphs overflow or drift in fp16 there.
+    half = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=["GroupNormalization", "LayerNormalization", "Softmax", "Pow"]
+    )
+    return save_model(half, target)
+
+
+def _write_host_files(model_dir: Path, text_encoder: torch.nn.Module, out: Path) -> list[str]:
+    """Tokenizer, scheduler config and the token embedding table, copied beside the graphs."""
+    written = []
+    for component in ("tokenizer", "scheduler"):
+        target = out / component
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(model_dir) / component, target)
+        written += [str(p.relative_to(out)) for p in sorted(target.rglob("*")) if p.is_file()]
+    table = text_encoder.get_input_embeddings().weight.detach().to(torch.float32).contiguous()
+    save_file({"token_embedding": table}, out / TOKEN_EMBEDDINGS)
+    return [*written, TOKEN_EMBEDDINGS]

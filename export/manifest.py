@@ -1,0 +1,146 @@
+"""`manifest.json`: what an export directory holds, and the check a runtime runs before trusting it.
+
+An export directory is self-contained for inference without diffusers or transformers models:
+the graphs, the tokenizer files, the scheduler config, and the token embedding table (the host looks up
+token vectors and splices textual-inversion vectors before the text-encoder graph).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.spec import BackboneSpec
+from export.errors import ExportError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+TOKEN_EMBEDDINGS = "token_embeddings.safetensors"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class GraphEntry:
+    file: str
+    inputs: list[dict]
+    outputs: list[dict]
+    dtype: str = "float32"
+    external_data: list[str] = field(default_factory=list)  # weight files beside the graph (models > 2 GB)
+    variants: dict[str, str] = field(default_factory=dict)  # "ort_optimized" / "fp16" / "tensorrt" -> file
+
+
+@dataclass
+class Manifest:
+    spec: BackboneSpec
+    lora_rank: int
+    vpt_tokens: int
+    opset: int
+    latent_channels: int
+    latent_size: int
+    vae_scale_factor: int
+    scaling_factor: float
+    text_dim: int
+    prediction_type: str
+    graphs: dict[str, GraphEntry]
+    files: dict[str, str]  # relative path -> sha256, every file the export wrote
+    source: str = ""
+    torch_version: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "torch_version": self.torch_version,
+            "opset": self.opset,
+            "lora_rank": self.lora_rank,
+            "vpt_tokens": self.vpt_tokens,
+            "latent_channels": self.latent_channels,
+            "latent_size": self.latent_size,
+            "vae_scale_factor": self.vae_scale_factor,
+            "scaling_factor": self.scaling_factor,
+            "text_dim": self.text_dim,
+            "prediction_type": self.prediction_type,
+            "spec": self.spec.to_dict(),
+            "graphs": {name: vars(entry) for name, entry in self.graphs.items()},
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ExportError(
+                f"manifest format_version {data.get('format_version')!r} is not {FORMAT_VERSION}: "
+                "re-run diffplex export"
+            )
+        try:
+            return cls(
+                spec=BackboneSpec.from_dict(data["spec"]),
+                lora_rank=int(data["lora_rank"]),
+                vpt_tokens=int(data["vpt_tokens"]),
+                opset=int(data["opset"]),
+                latent_channels=int(data["latent_channels"]),
+                latent_size=int(data["latent_size"]),
+                vae_scale_factor=int(data["vae_scale_factor"]),
+                scaling_factor=float(data["scaling_factor"]),
+                text_dim=int(data["text_dim"]),
+                prediction_type=str(data["prediction_type"]),
+                graphs={name: GraphEntry(**entry) for name, entry in data["graphs"].items()},
+                files=dict(data["files"]),
+                source=str(data.get("source", "")),
+                torch_version=str(data.get("torch_version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExportError(f"malformed manifest ({type(e).__name__}: {e}): re-run diffplex export") from e
+
+    def save(self, export_dir: Path) -> Path:
+        path = Path(export_dir) / MANIFEST
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def record_files(export_dir: Path, names: list[str]) -> dict[str, str]:
+    return {name: sha256_file(Path(export_dir) / name) for name in sorted(names)}
+
+
+def load_manifest(export_dir: Path, expected_fingerprint: str | None = None, verify_hashes: bool = True) -> Manifest:
+    """Read and check an export: every listed file present with its hash, and (when given) the backbone.
+
+    A runtime passes the fingerprint of the backbone it serves: graphs exported from another backbone
+    (or another version of it) are refused instead of silently producing wrong images.
+    """
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{export_dir} has no {MANIFEST}: run `diffplex export --out {export_dir}` first")
+    try:
+        manifest = Manifest.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path} is not valid JSON ({e}): re-run diffplex export") from e
+    if expected_fingerprint is not None and manifest.fingerprint != expected_fingerprint:
+        raise ExportError(
+            f"{export_dir} was exported from backbone {manifest.fingerprint[:12]}, not the one being served "
+            f"({expected_fingerprint[:12]}): re-export it from this model"
+        )
+    if verify_hashes:
+        for name, digest in manifest.files.items():
+            file = export_dir / name
+            if not file.is_file():
+                raise ExportError(f"{file} is listed in the manifest but missing: re-run diffplex export")
+            if sha256_file(file) != digest:
+                raise ExportError(f"{file} does not match its sha256 in the manifest (changed or corrupt)")
+    return manifest

@@ -1,0 +1,176 @@
+"""Parity of exported graphs with the PyTorch reference (`diffplex export --check`).
+
+For every graph, on seeded random inputs with random adapter banks:
+- `ort_vs_torch`: ONNX Runtime output vs the banked PyTorch modules, relative error (max |a-b| / max |b|);
+- `batch_invariance` (banked graphs): each row run alone equals the same row inside the mixed-slot batch;
+- `slot0_is_base` (banked graphs): rows in slot 0 equal the unadapted diffusers / transformers model.
+Variants: the portable graph, the ORT-optimized one, fp16 (looser limits), TensorRT engines (`.plan`) and
+ONNX Runtime's CUDA provider where present (`cuda=True`, used by deploy/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adapters.packing import ADAPTER_SLOT
+from adapters.text_encoder import encode_inputs_embeds
+from export.backbone import Backbone, load_backbone
+from export.graphs import (
+    TEXT_ENCODER,
+    UNET_CFG,
+    UNET_PLAIN,
+    GraphModules,
+    TensorSpec,
+    build_graph_modules,
+    graph_io,
+)
+from export.manifest import GraphEntry, Manifest, load_manifest
+from export.ort_session import available_providers, open_session
+from export.random_inputs import Dims, random_inputs
+
+FP32_TOLERANCE = 1e-4
+BATCH_TOLERANCE = 1e-5
+FP16_TOLERANCE = 2e-2
+BANKED_GRAPHS = (TEXT_ENCODER, UNET_CFG, UNET_PLAIN)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    scale = float(np.abs(want).max()) or 1.0
+    return float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max() / scale)
+
+
+@dataclass
+class GraphReport:
+    graph: str
+    variant: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    skipped: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped and all(self.metrics[k] <= self.limits[k] for k in self.limits)
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.graph:<13} {self.variant:<13} skipped: {self.skipped}"
+        parts = ", ".join(f"{k} {v:.2e} (<= {self.limits[k]:.0e})" for k, v in self.metrics.items())
+        return f"{self.graph:<13} {self.variant:<13} {'ok  ' if self.ok else 'FAIL'} {parts}"
+
+
+def _feed(inputs: list[TensorSpec], values: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    return {spec.name: value.numpy() for spec, value in zip(inputs, values, strict=True)}
+
+
+def _take_rows(inputs: list[TensorSpec], values: list[torch.Tensor], rows: list[int]) -> list[torch.Tensor]:
+    """The same batch restricted to `rows`; banks (first axis = slots) are kept whole."""
+    index = torch.tensor(rows)
+    return [v[index] if spec.shape and spec.shape[0] == "rows" else v for spec, v in zip(inputs, values, strict=True)]
+
+
+@torch.no_grad()
+def _base_output(name: str, backbone: Backbone, inputs: list[TensorSpec], values: list[torch.Tensor]) -> torch.Tensor:
+    """The unadapted model on the same inputs (banked modules idle: they are the base modules then)."""
+    args = dict(zip((s.name for s in inputs), values, strict=True))
+    if name == TEXT_ENCODER:
+        return encode_inputs_embeds(backbone.text_encoder, args["inputs_embeds"])
+    if name == UNET_PLAIN:
+        return backbone.unet(args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False)[0]
+    sample, t = args["sample"], args["timestep"]
+    both = backbone.unet(
+        torch.cat([sample, sample]),
+        torch.cat([t, t]),
+        torch.cat([args["encoder_hidden_states"], args["uncond_hidden_states"]]),
+        return_dict=False,
+    )[0]
+    cond, uncond = both.chunk(2)
+    return uncond + args["guidance_scale"].view(-1, 1, 1, 1) * (cond - uncond)
+
+
+def check_graph(
+    name: str,
+    path: Path,
+    variant: str,
+    modules: GraphModules,
+    backbone: Backbone,
+    manifest: Manifest,
+    seed: int = 0,
+    threads: int | None = None,
+) -> GraphReport:
+    inputs, _ = graph_io(
+        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
+    )
+    dims = Dims(
+        rows=4,
+        slots=3,
+        height=manifest.latent_size,
+        width=manifest.latent_size,
+        context=manifest.spec.max_length,
+        vae_scale_factor=manifest.vae_scale_factor,
+    )
+    banked = name in BANKED_GRAPHS
+    values = random_inputs(inputs, dims, seed, slot_rows=[0, 1, 2, 1] if banked else None)
+    fp16 = "fp16" in variant
+    report = GraphReport(name, variant)
+    try:
+        session = _open(path, variant, threads)
+    except Exception as e:  # noqa: BLE001 - onnxruntime / TensorRT raise their own untyped errors
+        if fp16:
+            report.skipped = f"cannot run the fp16 graph here ({str(e).splitlines()[0][:120]})"
+            return report
+        raise
+    got = session.run(None, _feed(inputs, values))[0]
+    with torch.no_grad():
+        want = modules.get(name)(*values).numpy()
+    report.metrics["ort_vs_torch"] = relative_error(got, want)
+    report.limits["ort_vs_torch"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    if banked:
+        alone = np.concatenate([session.run(None, _feed(inputs, _take_rows(inputs, values, [r])))[0] for r in range(4)])
+        report.metrics["batch_invariance"] = relative_error(alone, got)
+        report.limits["batch_invariance"] = FP16_TOLERANCE if fp16 else BATCH_TOLERANCE
+        slot0 = [i for i, s in enumerate(values[[s.name for s in inputs].index(ADAPTER_SLOT)].tolist()) if s == 0]
+        base = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0)).numpy()
+        report.metrics["slot0_is_base"] = relative_error(got[slot0], base)
+        report.limits["slot0_is_base"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    return report
+
+
+def _open(path: Path, variant: str, threads: int | None):  # noqa: ANN202 - ORT or TensorRT session
+    if path.suffix == ".plan":
+        from export.tensorrt_session import TensorRTSession
+
+        return TensorRTSession(path)
+    providers = ["CUDAExecutionProvider"] if variant.endswith("cuda") else None
+    return open_session(path, providers=providers, threads=threads)
+
+
+def variants_to_check(entry: GraphEntry, cuda: bool) -> dict[str, str]:
+    """Variant name -> file: the portable graph, its ORT / fp16 / TensorRT variants, and the CUDA provider
+    on the portable and fp16 graphs when this onnxruntime has it and `cuda` is asked for."""
+    files = {"onnx": entry.file} | dict(entry.variants)
+    if cuda and "CUDAExecutionProvider" in available_providers():
+        files["onnx_cuda"] = entry.file
+        if "fp16" in entry.variants:
+            files["fp16_cuda"] = entry.variants["fp16"]
+    return files
+
+
+def check_export(
+    export_dir: Path, model_dir: Path | None = None, seed: int = 0, threads: int | None = None, cuda: bool = False
+) -> list[GraphReport]:
+    """Check every graph (and its ORT-optimized and fp16 variants) against the backbone it came from."""
+    manifest = load_manifest(export_dir)
+    backbone = load_backbone(Path(model_dir or manifest.source))
+    modules = build_graph_modules(
+        backbone.unet, backbone.text_encoder, backbone.vae, manifest.spec, manifest.lora_rank, manifest.vpt_tokens
+    )
+    reports = []
+    for name, entry in manifest.graphs.items():
+        for variant, file in variants_to_check(entry, cuda).items():
+            path = Path(export_dir) / file
+            reports.append(check_graph(name, path, variant, modules, backbone, manifest, seed, threads))
+    return reports

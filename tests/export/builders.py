@@ -1,0 +1,42 @@
+"""A tiny random SD-shaped pipeline directory with dimensions unlike the shipped model's (built in seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+from tests.adapters.builders import tiny_text_encoder, tiny_tokenizer, tiny_unet
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    ).eval()
+
+
+def tiny_pipeline_dir(out: Path) -> Path:
+    """Text width 32, U-Net (32, 64) on 8x8 latents, VAE 2x downsampling to 16x16 images, SD-1.x scheduler."""
+    tokenizer = tiny_tokenizer(out / "_tokenizer")
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(tokenizer),
+        tokenizer=tokenizer,
+        unet=tiny_unet(),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    return out / "pipeline"

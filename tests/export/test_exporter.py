@@ -1,0 +1,110 @@
+"""Export of a tiny SD-shaped pipeline: graphs, IO contract, manifest, host files, parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from adapters.packing import ADAPTER_SLOT
+from export.errors import ExportError
+from export.exporter import ExportOptions, export_pipeline
+from export.graphs import GRAPHS, UNET_CFG
+from export.manifest import MANIFEST, Manifest, load_manifest
+from export.parity import check_export
+
+
+def test_every_graph_is_written_with_its_variants(tiny_export: tuple[Path, Manifest]) -> None:
+    out, manifest = tiny_export
+    assert set(manifest.graphs) == set(GRAPHS)
+    for name, entry in manifest.graphs.items():
+        assert (out / entry.file).is_file()
+        assert set(entry.variants) == {"ort_optimized", "fp16"}, name
+        model = onnx.load(str(out / entry.file))
+        assert model.opset_import[0].version >= 17
+        assert [i.name for i in model.graph.input] == [i["name"] for i in entry.inputs]
+
+
+def test_unet_cfg_takes_the_contract_inputs(tiny_export: tuple[Path, Manifest]) -> None:
+    _, manifest = tiny_export
+    names = [i["name"] for i in manifest.graphs[UNET_CFG].inputs]
+    assert names[:6] == [
+        "sample", "timestep", "encoder_hidden_states", "uncond_hidden_states", "guidance_scale", ADAPTER_SLOT
+    ]
+    targets = manifest.spec.targets("unet")
+    assert names.count("lora_a.0") == 1 and f"lora_b.{len(targets) - 1}" in names
+    assert f"vpt.{len(manifest.spec.vpt_blocks) - 1}" in names and "vpt_mask.0" in names
+    shapes = {i["name"]: i["shape"] for i in manifest.graphs[UNET_CFG].inputs}
+    assert shapes["lora_a.0"] == ["slots", 4, targets[0].d_in]
+    assert shapes["lora_b.0"] == ["slots", targets[0].d_out, 4]
+    assert shapes["vpt.0"] == ["slots", 3, manifest.spec.vpt_dims[0]]
+
+
+def test_manifest_round_trips_and_lists_every_file(tiny_export: tuple[Path, Manifest]) -> None:
+    out, manifest = tiny_export
+    loaded = load_manifest(out, expected_fingerprint=manifest.fingerprint)
+    assert loaded.to_dict() == manifest.to_dict()
+    assert {"token_embeddings.safetensors", "tokenizer/vocab.json", "scheduler/scheduler_config.json"} <= set(
+        loaded.files
+    )
+    assert loaded.lora_rank == 4 and loaded.vpt_tokens == 3 and loaded.latent_size == 8
+    assert loaded.vae_scale_factor == 2 and loaded.text_dim == 32
+
+
+def test_runtime_refuses_another_backbone(tiny_export: tuple[Path, Manifest]) -> None:
+    out, _ = tiny_export
+    with pytest.raises(ExportError, match="re-export it from this model"):
+        load_manifest(out, expected_fingerprint="0" * 64)
+
+
+def test_corrupt_graph_is_refused(tiny_export: tuple[Path, Manifest], tmp_path: Path) -> None:
+    out, manifest = tiny_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / manifest.graphs[UNET_CFG].file, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportError, match="sha256"):
+        load_manifest(copy)
+    (copy / MANIFEST).write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(ExportError, match="format_version"):
+        load_manifest(copy)
+
+
+def test_parity_on_random_inputs_and_banks(tiny_export: tuple[Path, Manifest], tiny_model_dir: Path) -> None:
+    out, _ = tiny_export
+    reports = check_export(out, tiny_model_dir)
+    failed = [r.line() for r in reports if not r.ok and not r.skipped]
+    assert not failed, "\n".join(failed)
+    checked = {(r.graph, r.variant) for r in reports if not r.skipped}
+    assert {(g, v) for g in GRAPHS for v in ("onnx", "ort_optimized")} <= checked
+    unet = next(r for r in reports if (r.graph, r.variant) == (UNET_CFG, "onnx"))
+    assert set(unet.metrics) == {"ort_vs_torch", "batch_invariance", "slot0_is_base"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"opset": 13}, "opset"),
+        ({"lora_rank": 0}, "--lora-rank"),
+        ({"unet_targets": ("no_such_module",)}, "match no unet module"),
+        ({"unet_targets": ("conv_in",)}, "neither nn.Linear nor a 1x1"),
+    ],
+)
+def test_bad_options_are_refused(tiny_model_dir: Path, tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ExportError, match=message):
+        export_pipeline(ExportOptions(model_dir=tiny_model_dir, out_dir=tmp_path, **change), progress=lambda _: None)
+
+
+def test_unsupported_model_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="not a diffusers pipeline"):
+        export_pipeline(ExportOptions(model_dir=tmp_path, out_dir=tmp_path / "o"), progress=lambda _: None)
+    fake = tmp_path / "sdxl"
+    shutil.copytree(tiny_model_dir, fake)
+    index = json.loads((fake / "model_index.json").read_text())
+    index["unet"] = ["diffusers", "UNet2DModel"]
+    (fake / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ExportError, match="unsupported model"):
+        export_pipeline(ExportOptions(model_dir=fake, out_dir=tmp_path / "o"), progress=lambda _: None)
