@@ -38,7 +38,8 @@ def bench_unet(
     inputs, _ = graph_io(
         UNET_CFG, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
     )
-    dims = Dims(rows, 3, manifest.latent_size, manifest.latent_size, manifest.spec.max_length, manifest.vae_scale_factor)
+    size = manifest.latent_size
+    dims = Dims(rows, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor)
     values = random_inputs(inputs, dims, seed=0)
     feed = {spec.name: value.numpy() for spec, value in zip(inputs, values, strict=True)}
     if threads:
