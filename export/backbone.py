@@ -37,6 +37,11 @@ class Backbone:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def latent_multiple(self) -> int:
+        """Each U-Net down block but the last halves the latent, so its sides must divide by this."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
     def latent_size(self) -> int:
         return int(self.unet.config.sample_size)
 

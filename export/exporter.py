@@ -130,6 +130,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         opset=options.opset,
         latent_channels=backbone.latent_channels,
         latent_size=backbone.latent_size,
+        latent_multiple=backbone.latent_multiple,
         vae_scale_factor=backbone.vae_scale_factor,
         scaling_factor=float(backbone.vae.config.scaling_factor),
         text_dim=backbone.text_dim,

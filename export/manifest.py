@@ -47,6 +47,7 @@ class Manifest:
     opset: int
     latent_channels: int
     latent_size: int
+    latent_multiple: int  # latent sides must be multiples of this (the U-Net's downsampling)
     vae_scale_factor: int
     scaling_factor: float
     text_dim: int
@@ -71,6 +72,7 @@ class Manifest:
             "vpt_tokens": self.vpt_tokens,
             "latent_channels": self.latent_channels,
             "latent_size": self.latent_size,
+            "latent_multiple": self.latent_multiple,
             "vae_scale_factor": self.vae_scale_factor,
             "scaling_factor": self.scaling_factor,
             "text_dim": self.text_dim,
@@ -95,6 +97,7 @@ class Manifest:
                 opset=int(data["opset"]),
                 latent_channels=int(data["latent_channels"]),
                 latent_size=int(data["latent_size"]),
+                latent_multiple=int(data["latent_multiple"]),
                 vae_scale_factor=int(data["vae_scale_factor"]),
                 scaling_factor=float(data["scaling_factor"]),
                 text_dim=int(data["text_dim"]),

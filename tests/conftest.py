@@ -10,6 +10,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.fixtures"]  # tiny pipeline + export, shared by export, engine and service tests
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     run_slow = os.environ.get("DIFFPLEX_SLOW") == "1"

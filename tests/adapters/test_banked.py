@@ -53,6 +53,7 @@ def test_unet_slot_zero_is_base(unet: UNet2DConditionModel, spec: BackboneSpec) 
     inputs = unet_inputs(len(sets))
     with torch.no_grad():
         base = unet(**inputs).sample
+        base3 = unet(**{k: v[:3] for k, v in inputs.items()}).sample  # same batch size: GEMM blocking matches
         banked = install_banked(unet, spec, "unet")
         lora_only = pack_banks([None, sets[1], None], spec, R, P)
         with banked.activate(lora_only.unet, lora_only.adapter_slot):
@@ -60,7 +61,7 @@ def test_unet_slot_zero_is_base(unet: UNet2DConditionModel, spec: BackboneSpec) 
         packed = pack_banks(sets, spec, R, P)
         with banked.activate(packed.unet, packed.adapter_slot):
             mixed = unet(**inputs).sample
-    assert torch.equal(out[0], base[0]) and torch.equal(out[2], base[2])  # bitwise: B[0] is zero
+    assert torch.equal(out[0], base3[0]) and torch.equal(out[2], base3[2])  # bitwise: B[0] is zero
     torch.testing.assert_close(mixed[[0, 4]], base[[0, 4]], atol=1e-6, rtol=0)  # next to VPT rows: masked keys
     assert all((mixed[n] - base[n]).abs().max() > 1e-3 for n in (1, 2, 3))  # the adapters do something
 

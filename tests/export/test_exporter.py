@@ -32,7 +32,12 @@ def test_unet_cfg_takes_the_contract_inputs(tiny_export: tuple[Path, Manifest]) 
     _, manifest = tiny_export
     names = [i["name"] for i in manifest.graphs[UNET_CFG].inputs]
     assert names[:6] == [
-        "sample", "timestep", "encoder_hidden_states", "uncond_hidden_states", "guidance_scale", ADAPTER_SLOT
+        "sample",
+        "timestep",
+        "encoder_hidden_states",
+        "uncond_hidden_states",
+        "guidance_scale",
+        ADAPTER_SLOT,
     ]
     targets = manifest.spec.targets("unet")
     assert names.count("lora_a.0") == 1 and f"lora_b.{len(targets) - 1}" in names
@@ -47,7 +52,7 @@ def test_manifest_round_trips_and_lists_every_file(tiny_export: tuple[Path, Mani
     out, manifest = tiny_export
     loaded = load_manifest(out, expected_fingerprint=manifest.fingerprint)
     assert loaded.to_dict() == manifest.to_dict()
-    assert {"token_embeddings.safetensors", "tokenizer/vocab.json", "scheduler/scheduler_config.json"} <= set(
+    assert {"token_embeddings.safetensors", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"} <= set(
         loaded.files
     )
     assert loaded.lora_rank == 4 and loaded.vpt_tokens == 3 and loaded.latent_size == 8

@@ -21,8 +21,20 @@ def test_cosine_lr_warms_up_then_decays_to_five_percent():
 @pytest.mark.slow
 def test_recipe_at_toy_scale_writes_a_loadable_pipeline(tmp_path):
     out = tmp_path / "pipeline"
-    main(["--out", str(out), "--work", str(tmp_path / "work"), "--unet-steps", "2", "--vae-steps", "2",
-          "--train-images", "300"])
+    main(
+        [
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+            "--unet-steps",
+            "2",
+            "--vae-steps",
+            "2",
+            "--train-images",
+            "300",
+        ]
+    )
     stats = json.loads((out / "training.json").read_text())
     assert stats["recipe"]["unet_steps"] == 2 and stats["vae_scaling_factor"] > 0
     assert (out / "tokenizer" / "vocab.json").exists() and (out / "tokenizer" / "merges.txt").exists()

@@ -1,4 +1,4 @@
-"""One tiny pipeline exported once per session; tests that change files work on copies."""
+"""Session fixtures shared across test packages: a tiny random SD-shaped pipeline and its export."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    """R 4, P 3, with ORT-optimized and fp16 variants."""
     out = tmp_path_factory.mktemp("tiny-export")
     manifest = export_pipeline(
         ExportOptions(model_dir=tiny_model_dir, out_dir=out, lora_rank=4, vpt_tokens=3, fp16=True),

@@ -1,0 +1,132 @@
+"""Training images with captions: rendered for a held-out concept of the shapes world, or read from a folder.
+
+A concept set pins one held-out attribute value (`star`, `striped`, `night`) in every scene and makes sure
+every caption names it, so the adapter always sees the concept word with the concept; a share of ordinary
+images (training vocabulary) is mixed in so the adapter learns to leave prompts without the concept alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from adapters.errors import AdapterError
+from models.shapes.dataset import Scene, caption, make_batch, sample_scene
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CAPTION_VARIANTS = 4  # captions drawn per rendered image: the same image under different partial descriptions
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A held-out value of the shapes world and the adapter kind that teaches it."""
+
+    name: str
+    kind: str  # lora | ti | vpt
+    attribute: str  # Scene field pinned to `name`
+    init_word: str  # TI: the trained-vocabulary word the new token's vectors start from
+
+
+CONCEPTS: dict[str, Concept] = {
+    "star": Concept("star", "ti", "shape", "diamond"),
+    "striped": Concept("striped", "lora", "fill", "solid"),
+    "night": Concept("night", "vpt", "background", "black"),
+}
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """uint8 images [n, H, W, 3] and, per image, one or more captions (one is drawn per step)."""
+
+    images: np.ndarray
+    captions: list[tuple[str, ...]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def concept(name: str) -> Concept:
+    if name not in CONCEPTS:
+        raise AdapterError(f"unknown concept {name!r}; known: {', '.join(CONCEPTS)}")
+    return CONCEPTS[name]
+
+
+def concept_prompts(
+    name: str, count: int, seed: int, token: str | None = None
+) -> tuple[np.ndarray, list[list[str]], list[dict[str, str]]]:
+    """`count` scenes with the concept pinned: images, caption variants naming it, and the attributes named.
+
+    With `token` (textual inversion) the concept word in every caption is replaced by the token.
+    """
+    spec = concept(name)
+    rng = np.random.default_rng(seed)
+    # Everything but the concept from the training vocabulary: one new thing per prompt, nothing else unseen.
+    scenes = [replace(sample_scene(rng), **{spec.attribute: name}) for _ in range(count)]
+    batch = make_batch(count, seed, include_held_out=True, scenes=scenes)
+    captions, named = [], []
+    for scene in scenes:
+        variants = [_caption_naming(scene, spec.attribute, rng) for _ in range(CAPTION_VARIANTS)]
+        captions.append([_with_token(text, name, token) for text, _ in variants])
+        named.append(variants[0][1])
+    return batch.images, captions, named
+
+
+def _caption_naming(scene: Scene, attribute: str, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """A template caption of `scene` that names `attribute` (captions leave optional attributes out at random)."""
+    while True:
+        text, named = caption(scene, rng)
+        if attribute in named:
+            return text, named
+
+
+def _with_token(text: str, word: str, token: str | None) -> str:
+    return re.sub(rf"\b{re.escape(word)}\b", token, text) if token else text
+
+
+def concept_set(name: str, count: int, seed: int, regular_fraction: float, token: str | None = None) -> TrainingSet:
+    """`count` images: (1 - regular_fraction) of them show the concept, the rest are ordinary training images."""
+    if count < 1:
+        raise AdapterError(f"a training set needs at least one image, not {count}")
+    if not 0.0 <= regular_fraction < 1.0:
+        raise AdapterError(f"the share of regular images must be in [0, 1), not {regular_fraction}")
+    regular = min(int(round(count * regular_fraction)), count - 1)  # at least one concept image
+    images, captions, _ = concept_prompts(name, count - regular, seed, token)
+    ordinary = make_batch(regular, seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    ordinary_captions = [[caption(s, rng)[0] for _ in range(CAPTION_VARIANTS)] for s in ordinary.scenes]
+    return TrainingSet(
+        images=np.concatenate([images, ordinary.images]) if regular else images,
+        captions=[tuple(c) for c in captions + ordinary_captions],
+    )
+
+
+def folder_set(folder: Path, size: int) -> TrainingSet:
+    """Every png/jpg in `folder` with its same-stem `.txt` caption, as RGB `size` x `size`."""
+    if not folder.is_dir():
+        raise AdapterError(f"--images {folder}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise AdapterError(f"--images {folder}: no .png / .jpg images in it")
+    images, captions = [], []
+    for path in files:
+        text_path = path.with_suffix(".txt")
+        if not text_path.is_file():
+            raise AdapterError(f"{path.name} has no caption: write it to {text_path.name} beside the image")
+        try:
+            text = " ".join(text_path.read_text(encoding="utf-8").split())
+        except (OSError, UnicodeDecodeError) as e:
+            raise AdapterError(f"caption {text_path.name} cannot be read as UTF-8 text: {e}") from e
+        if not text:
+            raise AdapterError(f"caption {text_path.name} is empty: describe the image in it")
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        except (OSError, UnidentifiedImageError) as e:
+            raise AdapterError(f"image {path.name} cannot be read: {e}") from e
+        images.append(np.asarray(rgb, dtype=np.uint8))
+        captions.append((text,))
+    return TrainingSet(images=np.stack(images), captions=captions)

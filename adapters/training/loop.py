@@ -1,0 +1,151 @@
+"""The loop every adapter kind shares: frozen pipeline, latents encoded once, epsilon-prediction MSE.
+
+Min-SNR-5 weighting, AdamW and a warm-up + cosine learning rate, as the backbone recipe
+(`models.shapes.train_backbone`) uses, so an adapter is trained the way the backbone it extends was.
+There is no caption dropout: an adapter is meant to act with its prompt, not to learn unconditional images.
+Each kind hands in its trainable tensors, how captions become `encoder_hidden_states`, and the U-Net call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
+from diffusers.training_utils import compute_snr
+from tqdm import tqdm
+
+from adapters.errors import AdapterError
+from adapters.training.data import TrainingSet
+from models.shapes.train_backbone import cosine_lr, to_tensor
+
+log = logging.getLogger("adapters.training")
+
+EncodeText = Callable[[list[str]], torch.Tensor]  # captions -> encoder_hidden_states [B, L, D]
+Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, ehs) -> eps
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    lr: float
+    batch: int
+    seed: int = 0
+    min_snr_gamma: float = 5.0
+    weight_decay: float = 0.0  # adapters start near "no change"; decay would pull TI / VPT vectors to zero
+    max_grad_norm: float = 1.0
+    log_every: int = 25
+
+    @property
+    def warmup(self) -> int:
+        return max(1, min(50, self.steps // 10))
+
+    def check(self) -> None:
+        if self.steps < 1 or self.batch < 1:
+            raise AdapterError(f"--steps and --batch must be at least 1 (got {self.steps}, {self.batch})")
+        if not self.lr > 0:
+            raise AdapterError(f"--lr must be positive, got {self.lr}")
+
+
+def load_frozen_pipeline(model_dir: Path) -> StableDiffusionPipeline:
+    """The backbone with every weight frozen; adapters add their own trainable tensors."""
+    if not (Path(model_dir) / "model_index.json").is_file():
+        raise AdapterError(f"--model {model_dir}: not a diffusers pipeline directory (no model_index.json)")
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+    for part in (pipe.unet, pipe.text_encoder, pipe.vae):
+        part.requires_grad_(False)
+        part.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def image_size(pipe: StableDiffusionPipeline) -> int:
+    """The resolution the backbone was trained at: latent size times the VAE's downsampling."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+@torch.no_grad()
+def encode_images(vae: AutoencoderKL, images: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> scaled latents, the posterior mean: images are encoded once, not per step."""
+    parts = [vae.encode(to_tensor(images[i : i + chunk])).latent_dist.mean for i in range(0, len(images), chunk)]
+    return torch.cat(parts) * float(vae.config.scaling_factor)
+
+
+def cached_text(encode: EncodeText) -> EncodeText:
+    """Memoize a frozen text path per caption: captions repeat, and LoRA / VPT never change the text side."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def run(texts: list[str]) -> torch.Tensor:
+        if missing := [t for t in dict.fromkeys(texts) if t not in cache]:
+            with torch.no_grad():
+                for text, hidden in zip(missing, encode(missing), strict=True):
+                    cache[text] = hidden
+        return torch.stack([cache[t] for t in texts])
+
+    return run
+
+
+def train(
+    pipe: StableDiffusionPipeline,
+    data: TrainingSet,
+    params: Sequence[torch.Tensor],
+    encode_text: EncodeText,
+    denoise: Denoise,
+    settings: Settings,
+) -> dict[str, float]:
+    """Optimize `params` on `data`; returns timing and loss figures for the log / report."""
+    settings.check()
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    started = time.time()
+    latents = encode_images(pipe.vae, data.images)
+    log.info("encoded %d images to latents %s in %.1fs", len(data), tuple(latents.shape), time.time() - started)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    running, loop_started = 0.0, time.time()
+    bar = tqdm(range(settings.steps), desc="train", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * cosine_lr(step, settings.steps, settings.warmup)
+        idx = rng.integers(len(data), size=settings.batch)
+        texts = [data.captions[i][int(rng.integers(len(data.captions[i])))] for i in idx]
+        x0 = latents[torch.from_numpy(idx)]
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
+        pred = denoise(noise_scheduler.add_noise(x0, noise, t), t, encode_text(texts))
+        snr = compute_snr(noise_scheduler, t)
+        weight = torch.clamp(snr, max=settings.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % settings.log_every == 0 or step + 1 == settings.steps:
+            lr = optimizer.param_groups[0]["lr"]
+            log.info("step %d loss %.5f (ema %.5f) lr %.2e", step, loss.item(), running, lr)
+    seconds = time.time() - loop_started
+    return {
+        "loss_ema": running,
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / settings.steps,
+        "total_seconds": time.time() - started,
+    }
+
+
+def frozen_text(pipe: StableDiffusionPipeline) -> EncodeText:
+    """The backbone's own text path (tokenizer + frozen CLIP), memoized per caption: for LoRA and VPT."""
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        tokenizer = pipe.tokenizer
+        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+        return pipe.text_encoder(torch.tensor(ids["input_ids"])).last_hidden_state
+
+    return cached_text(encode)

@@ -1,0 +1,66 @@
+"""VPT: P trainable prompt tokens per U-Net transformer block (deep) or for block 0 only (shallow).
+
+Trained through the serving path's own reference modules: `install_banked` with a spec stripped of its
+LoRA targets adds only the `VPTAttnProcessor`s, and the trainable tokens are the banks of a single slot
+that every row of the batch uses. Blocks a shallow VPT leaves alone get zero tokens with mask 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from adapters.errors import AdapterError
+from adapters.install import install_banked
+from adapters.packing import vpt_mask_name, vpt_name
+from adapters.spec import BackboneSpec
+from adapters.training.data import TrainingSet
+from adapters.training.loop import Settings, frozen_text, train
+from adapters.types import VPTAdapter
+
+MAX_TOKENS = 8  # the export's default P (`diffplex export --vpt-tokens`)
+DEPTHS = ("shallow", "deep")
+
+
+def train_vpt(
+    pipe: StableDiffusionPipeline,
+    data: TrainingSet,
+    settings: Settings,
+    spec: BackboneSpec,
+    tokens: int = 4,
+    depth: str = "deep",
+) -> tuple[VPTAdapter, dict[str, float]]:
+    if not spec.vpt_blocks:
+        raise AdapterError("this backbone's U-Net blocks cannot take VPT prompt tokens")
+    if not 1 <= tokens <= MAX_TOKENS:
+        raise AdapterError(f"--tokens must be 1 to {MAX_TOKENS} (the export's P), got {tokens}")
+    if depth not in DEPTHS:
+        raise AdapterError(f"--depth must be shallow or deep, got {depth!r}")
+    dims = spec.vpt_dims[:1] if depth == "shallow" else spec.vpt_dims
+    generator = torch.Generator().manual_seed(settings.seed)
+    # Prompt tokens go through the block's LayerNorm before to_k / to_v, so only their direction matters;
+    # unit-variance noise keeps them away from LayerNorm's ill-conditioned origin. A few extra keys barely
+    # move the backbone (measured: +0.1% on the loss, like sampled image tokens or zeros), so no special init.
+    params = [torch.randn(tokens, d, generator=generator).requires_grad_(True) for d in dims]
+    banked = install_banked(pipe.unet, dataclasses.replace(spec, lora_targets=()), "unet")
+
+    def banks() -> dict[str, torch.Tensor]:
+        out = {}
+        for j, dim in enumerate(spec.vpt_dims):
+            trained = j < len(params)
+            out[vpt_name(j)] = params[j][None] if trained else torch.zeros(1, tokens, dim)
+            out[vpt_mask_name(j)] = torch.full((1, tokens), 1.0 if trained else 0.0)
+        return out
+
+    def denoise(x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        with banked.activate(banks(), torch.zeros(len(x), dtype=torch.int64)):
+            return pipe.unet(x, t, hidden).sample
+
+    try:
+        stats = train(pipe, data, params, frozen_text(pipe), denoise, settings)
+    finally:
+        banked.remove()
+    adapter = VPTAdapter(depth, tuple(p.detach().clone() for p in params), spec.fingerprint)  # type: ignore[arg-type]
+    return adapter, stats

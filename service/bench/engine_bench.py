@@ -1,0 +1,268 @@
+"""`diffplex bench engine`: the engine's ratios, each pair measured side by side in one run.
+
+- ONNX Runtime engine vs diffusers' `StableDiffusionPipeline` (same model, sampler, steps), 1 and 8 requests;
+- fused vs split CFG; 8 requests with 8 distinct LoRAs in one batch vs no adapters, and vs diffusers
+  swapping LoRAs per request (`load_lora_weights` / `unload_lora_weights`);
+- continuous vs request-level batching with mixed step counts;
+- the guidance interval and uncond-refresh options: speed gain and quality cost (judge).
+Pairs are interleaved round by round and the median is kept, so machine noise hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from adapters.formats import load_adapter_file
+from adapters.training.lora import save_lora
+from export.exporter import ExportOptions, export_pipeline
+from export.manifest import MANIFEST
+from models.shapes.dataset import make_batch
+from models.shapes.judge import ShapesJudge
+from models.shapes.metrics import frechet_distance, prompt_accuracy
+from service.bench.report import machine, table
+from service.engine import Engine, EngineConfig, GenerationRequest
+from service.runtime.onnx_runtime import OnnxRuntime
+
+GUIDANCE = 5.0
+
+
+@dataclass
+class BenchSettings:
+    model_dir: Path
+    export_dir: Path
+    steps: int = 20
+    rounds: int = 3
+    quality_samples: int = 64
+    threads: int | None = None
+
+
+def _median_seconds(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    for run in runs.values():  # warm-up
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
+def _engine_run(runtime: OnnxRuntime, requests: Callable[[], list[GenerationRequest]], **config: object) -> Callable:
+    def run() -> list[np.ndarray]:
+        engine = Engine(runtime, EngineConfig(**config))
+        jobs = [engine.submit(r) for r in requests()]
+        engine.run_until_idle()
+        return [j.result(timeout=0).image for j in jobs]
+
+    return run
+
+
+def _prompts(count: int, seed: int = 0) -> list[str]:
+    return make_batch(count, seed=seed).captions
+
+
+def _random_lora_files(model_dir: Path, out: Path, count: int, rank: int = 4) -> list[Path]:
+    """Distinct random LoRAs written by diffusers' own `save_lora_weights`, readable by both sides."""
+    from peft import LoraConfig
+
+    from adapters.spec import DEFAULT_UNET_TARGETS
+
+    files = []
+    for i in range(count):
+        pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
+        torch.manual_seed(100 + i)
+        pipe.unet.add_adapter(
+            LoraConfig(r=rank, lora_alpha=rank, target_modules=list(DEFAULT_UNET_TARGETS), init_lora_weights=False)
+        )
+        with torch.no_grad():
+            for name, p in pipe.unet.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(0.05)  # peft's non-zero init is far too strong for a plausible adapter
+        files.append(out / f"lora{i}.safetensors")
+        save_lora(pipe, files[-1])
+    return files
+
+
+def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if not (settings.export_dir / MANIFEST).exists():
+        progress(f"no export at {settings.export_dir}: exporting the model first")
+        export_pipeline(ExportOptions(model_dir=settings.model_dir, out_dir=settings.export_dir), progress=progress)
+    runtime = OnnxRuntime(settings.export_dir, prefer_gpu=True, threads=settings.threads)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        settings.model_dir, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    steps, rounds = settings.steps, settings.rounds
+    prompts = _prompts(16)
+    results: dict = {"machine": machine(), "runtime": runtime.name, "steps": steps, "rounds": rounds}
+
+    def requests(n: int, **kw: object) -> Callable[[], list[GenerationRequest]]:
+        return lambda: [
+            GenerationRequest(prompts[i], seed=i, steps=steps, guidance_scale=GUIDANCE, **kw) for i in range(n)
+        ]
+
+    def diffusers_run(n: int) -> Callable[[], object]:
+        gens = [torch.Generator().manual_seed(i) for i in range(n)]
+        return lambda: pipe(prompts[:n], num_inference_steps=steps, guidance_scale=GUIDANCE, generator=gens)
+
+    for n in (1, 8):
+        progress(f"engine (ORT) vs diffusers, {n} request(s)")
+        s = _median_seconds({"engine": _engine_run(runtime, requests(n)), "diffusers": diffusers_run(n)}, rounds)
+        results[f"vs_diffusers_{n}"] = {
+            "images_per_s": {k: n / v for k, v in s.items()},
+            "ratio": s["diffusers"] / s["engine"],
+        }
+
+    progress("fused vs split CFG, 8 requests")
+    s = _median_seconds(
+        {"fused": _engine_run(runtime, requests(8)), "split": _engine_run(runtime, requests(8), split_cfg=True)}, rounds
+    )
+    results["fused_vs_split"] = {"images_per_s": {k: 8 / v for k, v in s.items()}, "ratio": s["split"] / s["fused"]}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        progress("8 distinct LoRAs in one batch vs none vs diffusers swapping per request")
+        files = _random_lora_files(settings.model_dir, Path(scratch), 8)
+        loras = [load_adapter_file(f) for f in files]
+
+        def with_loras() -> list[GenerationRequest]:
+            return [
+                GenerationRequest(prompts[i], seed=i, steps=steps, guidance_scale=GUIDANCE, adapters=((loras[i], 1.0),))
+                for i in range(8)
+            ]
+
+        def diffusers_swap() -> None:
+            for i, file in enumerate(files):
+                pipe.load_lora_weights(str(file), adapter_name=f"l{i}")
+                pipe(
+                    prompts[i],
+                    num_inference_steps=steps,
+                    guidance_scale=GUIDANCE,
+                    generator=torch.Generator().manual_seed(i),
+                )
+                pipe.unload_lora_weights()
+
+        s = _median_seconds(
+            {
+                "eight_loras": _engine_run(runtime, with_loras),
+                "no_adapters": _engine_run(runtime, requests(8)),
+                "diffusers_swap": diffusers_swap,
+            },
+            rounds,
+        )
+    results["loras"] = {
+        "images_per_s": {k: 8 / v for k, v in s.items()},
+        "vs_no_adapters": s["no_adapters"] / s["eight_loras"],
+        "vs_diffusers_swap": s["diffusers_swap"] / s["eight_loras"],
+    }
+
+    progress("continuous vs request-level batching, 16 requests with mixed step counts")
+    mixed = [steps // 2, steps, 2 * steps, steps // 2 * 3]
+
+    def mixed_requests() -> list[GenerationRequest]:
+        return [GenerationRequest(prompts[i], seed=i, steps=mixed[i % 4], guidance_scale=GUIDANCE) for i in range(16)]
+
+    s = _median_seconds(
+        {
+            "continuous": _engine_run(runtime, mixed_requests, max_rows=16, max_active=8),
+            "request_level": _engine_run(runtime, mixed_requests, max_rows=16, max_active=8, continuous=False),
+        },
+        rounds,
+    )
+    results["continuous_vs_request_level"] = {
+        "images_per_s": {k: 16 / v for k, v in s.items()},
+        "ratio": s["request_level"] / s["continuous"],
+    }
+    progress(f"guidance options: speed and judge quality on {settings.quality_samples} prompts")
+    results["guidance_options"] = _guidance_options(runtime, settings)
+    return results
+
+
+def _guidance_options(runtime: OnnxRuntime, settings: BenchSettings) -> dict:
+    judge = ShapesJudge.load()
+    batch = make_batch(settings.quality_samples, seed=0)
+    real = judge(make_batch(settings.quality_samples, seed=1).images).features
+    options = {
+        "baseline": {},
+        "guidance_interval_0_0.5": {"guidance_interval": (0.0, 0.5)},
+        "uncond_refresh_2": {"uncond_refresh": 2},
+    }
+    out = {}
+    for name, kw in options.items():
+        engine = Engine(runtime, EngineConfig(max_rows=32))
+        started = time.perf_counter()
+        jobs = [
+            engine.submit(GenerationRequest(p, seed=i, steps=25, guidance_scale=GUIDANCE, **kw))
+            for i, p in enumerate(batch.captions)
+        ]
+        engine.run_until_idle()
+        seconds = time.perf_counter() - started
+        images = np.stack([j.result(timeout=0).image for j in jobs])
+        verdict = judge(images)
+        out[name] = {
+            "seconds": seconds,
+            "unet_rows": engine.stats["unet_rows"],
+            "prompt_accuracy": prompt_accuracy(batch.named, verdict.labels),
+            "frechet_distance": frechet_distance(verdict.features, real),
+        }
+    base = out["baseline"]
+    for entry in out.values():
+        entry["speedup"] = base["seconds"] / entry["seconds"]
+        entry["unet_rows_saved"] = 1 - entry["unet_rows"] / base["unet_rows"]
+    return out
+
+
+def markdown(results: dict, command: str) -> str:
+    r = results
+    lines = [
+        "## Engine (`diffplex bench engine`)",
+        "",
+        f"Machine: {r['machine']}; runtime {r['runtime']}; DDIM {r['steps']} steps, guidance {GUIDANCE}; "
+        f"median of {r['rounds']} interleaved rounds. Command: `{command}`.",
+        "",
+    ]
+    rows = [
+        ["engine vs diffusers pipeline, 1 request", f"{r['vs_diffusers_1']['ratio']:.2f}x", "≥ 1.5x"],
+        [
+            "engine vs diffusers pipeline, 8 requests (diffusers: one batched call)",
+            f"{r['vs_diffusers_8']['ratio']:.2f}x",
+            "≥ 2x",
+        ],
+        ["fused vs split CFG, 8 requests", f"{r['fused_vs_split']['ratio']:.2f}x", ""],
+        ["8 distinct LoRAs in one batch vs no adapters", f"{r['loras']['vs_no_adapters']:.2f}x", "≥ 0.85x"],
+        [
+            "8 distinct LoRAs in one batch vs diffusers swapping per request",
+            f"{r['loras']['vs_diffusers_swap']:.2f}x",
+            "≥ 3x",
+        ],
+        ["continuous vs request-level batching, mixed steps", f"{r['continuous_vs_request_level']['ratio']:.2f}x", ""],
+    ]
+    lines += [table(["comparison (throughput ratio)", "measured", "target"], rows), ""]
+    g = r["guidance_options"]
+    rows = [
+        [
+            name,
+            f"{e['speedup']:.2f}x",
+            f"{100 * e['unet_rows_saved']:.0f}%",
+            f"{100 * e['prompt_accuracy']:.1f}%",
+            f"{e['frechet_distance']:.1f}",
+        ]
+        for name, e in g.items()
+    ]
+    lines += [
+        "Guidance options (25 steps, judge on the same prompts and seeds):",
+        "",
+        table(["option", "speed vs baseline", "U-Net rows saved", "prompt accuracy", "Fréchet distance"], rows),
+    ]
+    return "\n".join(lines)

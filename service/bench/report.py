@@ -1,0 +1,35 @@
+"""BENCHMARKS.md sections owned by a bench command: replaced whole on each run, the rest left alone."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine() -> str:
+    """One line naming where figures came from (CPU count, GPU if any)."""
+    import os
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def update_section(path: Path, name: str, markdown: str) -> None:
+    """Put `markdown` between `<!-- bench:name -->` markers, appending the section the first time."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,18 @@
+"""Continuous batching sampler with fused CFG, cached unconditional embeddings and per-row adapters."""
+
+from service.engine.engine import Engine, EngineConfig, GenerationResult, Job
+from service.engine.errors import Cancelled, EngineError, QueueFull
+from service.engine.request import GenerationRequest
+from service.engine.samplers import SAMPLERS
+
+__all__ = [
+    "SAMPLERS",
+    "Cancelled",
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "GenerationRequest",
+    "GenerationResult",
+    "Job",
+    "QueueFull",
+]

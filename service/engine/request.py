@@ -1,0 +1,91 @@
+"""One image to make: what the engine needs, already resolved (adapters parsed, tenant known)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from adapters.types import AdapterSet, LoRAAdapter, TextualInversion, VPTAdapter
+from service.engine.errors import EngineError
+from service.engine.samplers import SAMPLERS
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    seed: int
+    negative_prompt: str = ""
+    steps: int = 25
+    guidance_scale: float = 5.0
+    sampler: str = "ddim"
+    eta: float = 0.0
+    width: int | None = None  # pixels; None = the backbone's native size
+    height: int | None = None
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # fractions of the trajectory that get guidance
+    uncond_refresh: int = 1  # recompute the unconditional prediction every k steps (1: every step)
+    adapters: AdapterSet = ()  # LoRA / VPT / TI with weights, from the tenant's namespace
+    init_image: np.ndarray | None = None  # img2img: uint8 [H, W, 3]
+    strength: float = 0.8
+    tenant: str = ""
+    request_id: str = field(default_factory=lambda: f"r{next(_ids)}")
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def ti_table(self) -> dict:
+        from adapters.textual_inversion import ti_table
+
+        return ti_table([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+
+    def unet_adapters(self) -> AdapterSet:
+        return tuple((a, w) for a, w in self.adapters if isinstance(a, LoRAAdapter | VPTAdapter))
+
+    def text_adapters(self) -> AdapterSet:
+        """What changes the text encoder's output: TI vectors and LoRAs with text-encoder layers."""
+        return tuple(
+            (a, w)
+            for a, w in self.adapters
+            if isinstance(a, TextualInversion)
+            or (isinstance(a, LoRAAdapter) and any(n.startswith("text_encoder.") for n in a.layers))
+        )
+
+    def validate(self, native_size: int, multiple: int) -> None:
+        if not 1 <= self.steps <= 500:
+            raise EngineError(f"steps must be between 1 and 500, not {self.steps}")
+        if self.sampler not in SAMPLERS:
+            raise EngineError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not 0.0 <= self.guidance_scale <= 50.0:
+            raise EngineError(f"guidance_scale must be between 0 and 50, not {self.guidance_scale}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise EngineError(f"eta must be between 0 and 1, not {self.eta}")
+        if not 0.0 <= self.variation_strength <= 1.0:
+            raise EngineError(f"variation_strength must be between 0 and 1, not {self.variation_strength}")
+        lo, hi = self.guidance_interval
+        if not 0.0 <= lo < hi <= 1.0:
+            raise EngineError(f"guidance_interval must be [start, end] with 0 <= start < end <= 1, not {[lo, hi]}")
+        if self.uncond_refresh < 1:
+            raise EngineError(f"uncond_refresh must be at least 1, not {self.uncond_refresh}")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is not None and (value % multiple or not multiple <= value <= 4 * native_size):
+                raise EngineError(
+                    f"{name} {value} is not supported: use a multiple of {multiple} up to {4 * native_size}"
+                )
+        if self.init_image is not None:
+            if not 0.0 < self.strength <= 1.0:
+                raise EngineError(f"strength must be in (0, 1], not {self.strength}")
+            image = self.init_image
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise EngineError("init_image must be an RGB image")
+            want = (self.height or native_size, self.width or native_size)
+            if image.shape[:2] != want:
+                raise EngineError(
+                    f"init_image is {image.shape[1]}x{image.shape[0]} but the request generates {want[1]}x{want[0]}: "
+                    "resize it or set width/height to match"
+                )

@@ -1,0 +1,39 @@
+"""TensorRT backend: the export's `.plan` engines behind the same interface (CUDA machines only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.manifest import load_manifest
+from export.tensorrt_session import TensorRTSession
+from service.runtime.onnx_runtime import OnnxRuntime, backbone_info
+
+
+class _EngineRunner:
+    def __init__(self, session: TensorRTSession) -> None:
+        self.session = session
+
+    def __call__(self, tensors):  # noqa: ANN001, ANN204
+        feed = {name: tensors[name] for name in self.session.input_names}
+        out = self.session.run_torch(feed)
+        return out[self.session.output_names[0]].float().cpu()
+
+
+class TensorRTRuntime(OnnxRuntime):
+    """Reuses the ONNX Runtime backend's argument plumbing; only the graph runners differ."""
+
+    name = "tensorrt"
+
+    def __init__(self, export_dir: Path, expected_fingerprint: str | None = None, fp16: bool = False) -> None:
+        export_dir = Path(export_dir)
+        manifest = load_manifest(export_dir, expected_fingerprint)
+        key = "tensorrt_fp16" if fp16 else "tensorrt"
+        if missing := [g for g, e in manifest.graphs.items() if key not in e.variants]:
+            flag = "--tensorrt --fp16" if fp16 else "--tensorrt"
+            raise FileNotFoundError(
+                f"{export_dir} has no TensorRT engines for {', '.join(missing)}: export with {flag}"
+            )
+        self.info = backbone_info(export_dir, manifest)
+        self.graphs = {
+            g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
+        }

@@ -1,0 +1,78 @@
+"""PyTorch reference backend: the export's own graph modules run eagerly on the diffusers pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
+from export.backbone import load_backbone
+from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, bank_specs, build_graph_modules
+from service.runtime.base import BackboneInfo, Banks, Runtime
+
+
+class TorchRuntime(Runtime):
+    name = "pytorch"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        lora_rank: int = 16,
+        vpt_tokens: int = 8,
+        device: str = "cpu",
+        unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
+        text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
+    ) -> None:
+        backbone = load_backbone(model_dir)
+        spec = build_spec(backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets)
+        vpt_tokens = vpt_tokens if spec.vpt_blocks else 0
+        self.device = torch.device(device)
+        for module in (backbone.unet, backbone.text_encoder, backbone.vae):
+            module.to(self.device)
+        self.modules = build_graph_modules(
+            backbone.unet, backbone.text_encoder, backbone.vae, spec, lora_rank, vpt_tokens
+        )
+        self._bank_order = {
+            component: [b.name for b in bank_specs(spec, component, lora_rank, vpt_tokens)]
+            for component in ("unet", "text_encoder")
+        }
+        self.info = BackboneInfo(
+            spec=spec,
+            lora_rank=lora_rank,
+            vpt_tokens=vpt_tokens,
+            latent_channels=backbone.latent_channels,
+            latent_size=backbone.latent_size,
+            latent_multiple=backbone.latent_multiple,
+            vae_scale_factor=backbone.vae_scale_factor,
+            scaling_factor=float(backbone.vae.config.scaling_factor),
+            scheduler_config=json.loads((Path(model_dir) / "scheduler" / "scheduler_config.json").read_text()),
+            tokenizer_dir=Path(model_dir) / "tokenizer",
+            token_embedding=backbone.text_encoder.get_input_embeddings().weight.detach().cpu(),
+        )
+
+    def _banks(self, component: str, banks: Banks) -> list[torch.Tensor]:
+        return [banks[name].to(self.device) for name in self._bank_order[component]]
+
+    def _run(self, graph: str, component: str, banks: Banks, *args: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            tensors = [a.to(self.device) for a in args]
+            return self.modules.get(graph)(*tensors, *self._banks(component, banks)).float().cpu()
+
+    def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
+        return self._run(TEXT_ENCODER, "text_encoder", banks, inputs_embeds, adapter_slot)
+
+    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks):  # noqa: ANN001, ANN201
+        return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, adapter_slot)
+
+    def unet(self, sample, timestep, cond, adapter_slot, banks):  # noqa: ANN001, ANN201
+        return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, adapter_slot)
+
+    def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.modules.vae_encoder(image.to(self.device)).float().cpu()
+
+    def vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.modules.vae_decoder(latents.to(self.device)).float().cpu()

@@ -1,0 +1,53 @@
+"""The evaluation's generation path: the reference banked path without an adapter is diffusers' own pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.errors import AdapterError
+from adapters.training.evaluate import ReferencePipeline, evaluate_adapter
+from models.shapes.evaluate import generate, load_pipeline
+from tests.adapters.builders import random_lora, random_ti, random_vpt
+
+PROMPTS = ["a red square on a white background", "a small blue circle"]
+
+
+@pytest.fixture
+def reference(pipeline_dir: Path) -> ReferencePipeline:
+    torch.set_num_threads(1)
+    return ReferencePipeline.load(pipeline_dir)
+
+
+def test_no_adapter_matches_the_plain_pipeline(pipeline_dir: Path, reference: ReferencePipeline) -> None:
+    ours = reference.generate(None, PROMPTS, [1, 2], steps=2, guidance=5.0, batch=2)
+    theirs = generate(load_pipeline(pipeline_dir), PROMPTS, [1, 2], steps=2, guidance=5.0, batch=2)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+
+
+def test_adapters_change_images(reference: ReferencePipeline) -> None:
+    spec = reference.spec
+    base = reference.generate(None, PROMPTS, [1, 2], steps=2, guidance=5.0, batch=2)
+    lora = random_lora(spec, [t.name for t in spec.targets("unet")][:4], rank=2, alpha=2.0, seed=0)
+    for adapter in (lora, random_vpt(spec, "deep", 2, seed=0)):
+        assert not np.array_equal(reference.generate(adapter, PROMPTS, [1, 2], 2, 5.0, 2), base)
+
+
+def test_report_for_a_textual_inversion(pipeline_dir: Path) -> None:
+    torch.set_num_threads(1)
+    adapter = random_ti({"<star>": 1}, dim=32, seed=0)
+    report = evaluate_adapter(adapter, "star", pipeline_dir, samples=2, steps=2, batch=2)
+    assert 0.0 <= report["concept_accuracy"] <= 1.0
+    assert all("<star>" in p for p in report["example_prompts"])
+    # prompts without the token do not see the embedding: identical images, identical accuracy
+    assert report["regular_prompt_accuracy_delta"] == 0.0
+
+
+def test_a_vpt_of_another_backbone_is_refused(pipeline_dir: Path, reference: ReferencePipeline) -> None:
+    other = replace(random_vpt(reference.spec, "deep", 2, seed=0), backbone_fingerprint="0" * 64)
+    with pytest.raises(AdapterError, match="prompt tokens do not transfer"):
+        evaluate_adapter(other, "night", pipeline_dir, samples=1, steps=1)

@@ -1,0 +1,32 @@
+"""Runtimes over the tiny pipeline (session-wide: loading them is the slow part)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from export.manifest import Manifest
+from service.engine import Engine, EngineConfig
+from service.runtime.onnx_runtime import OnnxRuntime
+from service.runtime.torch_runtime import TorchRuntime
+
+
+@pytest.fixture(scope="session")
+def torch_runtime(tiny_model_dir: Path) -> TorchRuntime:
+    return TorchRuntime(tiny_model_dir, lora_rank=4, vpt_tokens=3)
+
+
+@pytest.fixture(scope="session")
+def ort_runtime(tiny_export: tuple[Path, Manifest]) -> OnnxRuntime:
+    return OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1)
+
+
+@pytest.fixture
+def torch_engine(torch_runtime: TorchRuntime) -> Engine:
+    return Engine(torch_runtime, EngineConfig(max_rows=32))
+
+
+@pytest.fixture
+def ort_engine(ort_runtime: OnnxRuntime) -> Engine:
+    return Engine(ort_runtime, EngineConfig(max_rows=32))
