@@ -75,6 +75,7 @@ class _Active:
     started: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     ti_table: dict = field(default_factory=dict)
+    resolved: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -141,12 +142,16 @@ class Engine:
             return self._outstanding
 
     def _resolve(self, entry: _Active, result: GenerationResult | None = None, error: Exception | None = None) -> None:
-        if entry.future.done():
+        """Settle a request once. Its future may already be done (a caller cancelled the future itself, e.g.
+        an awaiting HTTP handler went away): the request still leaves the engine's count exactly once."""
+        if entry.resolved:
             return
-        if error is None:
-            entry.future.set_result(result)
-        else:
-            entry.future.set_exception(error)
+        entry.resolved = True
+        if not entry.future.done():
+            if error is None:
+                entry.future.set_result(result)
+            else:
+                entry.future.set_exception(error)
         with self._lock:
             self._outstanding -= 1
 
@@ -199,6 +204,9 @@ class Engine:
     # -- phases ------------------------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
         with self._lock:
+            for e in [*self._queue, *self._active]:
+                if e.future.cancelled():  # the caller cancelled the future itself: stop spending rows on it
+                    e.cancelled.set()
             gone = [e for e in [*self._queue, *self._active] if e.cancelled.is_set()]
             self._queue = deque(e for e in self._queue if not e.cancelled.is_set())
             self._active = [e for e in self._active if not e.cancelled.is_set()]

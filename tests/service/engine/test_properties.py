@@ -140,3 +140,16 @@ def test_background_thread_serves_and_drains(torch_runtime: object) -> None:
     jobs = [engine.submit(GenerationRequest(PROMPT, seed=s, steps=3)) for s in range(4)]
     engine.stop(drain=True, timeout=60)
     assert all(j.result(timeout=0).image.shape == (16, 16, 3) for j in jobs)
+
+
+def test_a_future_cancelled_by_its_caller_leaves_the_engine(torch_runtime: object) -> None:
+    """asyncio.wrap_future cancels the engine's future when an awaiting handler is cancelled."""
+    engine = Engine(torch_runtime)
+    running = engine.submit(GenerationRequest(PROMPT, seed=1, steps=20))
+    engine.tick()
+    other = engine.submit(GenerationRequest(PROMPT, seed=2, steps=2))
+    assert running.future.cancel()
+    engine.run_until_idle()
+    assert other.result(timeout=0).image.shape == (16, 16, 3)
+    assert running.future.cancelled() and engine.load == 0
+    assert engine.stats["unet_rows"] < 2 * 20  # the cancelled request stopped taking rows

@@ -1,0 +1,120 @@
+"""`create_app(settings)`: the FastAPI app. The store opens at startup; the model loads in the background
+(runtime, engine thread, adapter cache, one warm-up generation) while `/livez` already answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from adapters import ExportLimits
+from service.adapter_cache import AdapterCache
+from service.admin_key import resolve_admin_key
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestContext
+from service.api.routes import adapters, admin, health, images, jobs
+from service.api.state import ModelParts, ServiceState
+from service.engine import Engine, EngineConfig, GenerationRequest
+from service.instrumented_runtime import InstrumentedRuntime
+from service.jobs import JobManager
+from service.metrics import Metrics
+from service.runner import Runner
+from service.runtime import load_runtime
+from service.settings import Settings
+from service.stores import open_store
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 120.0  # accepted work finishes on shutdown; what does not is re-run by another replica
+WARMUP_TIMEOUT_S = 600.0
+
+
+def build_engine(settings: Settings, metrics: Metrics) -> Engine:
+    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread."""
+    runtime = load_runtime(
+        settings.backend,
+        settings.model_dir,
+        settings.export_dir,
+        lora_rank=settings.engine.lora_rank,
+        vpt_tokens=settings.engine.vpt_tokens,
+        threads=settings.engine.threads,
+    )
+    config = EngineConfig(
+        max_rows=settings.engine.max_rows,
+        max_queue=settings.engine.max_queue,
+        max_active=settings.engine.max_active,
+    )
+    engine = Engine(InstrumentedRuntime(runtime, metrics), config)
+    engine.start()
+    return engine
+
+
+def warm_up(engine: Engine) -> None:
+    """One tiny guided generation: the first real request then pays no lazy-initialization cost."""
+    job = engine.submit(GenerationRequest("warm-up", seed=0, steps=1, tenant="", request_id="warm-up"))
+    job.result(timeout=WARMUP_TIMEOUT_S)
+
+
+async def load_model(state: ServiceState) -> None:
+    settings = state.settings
+    try:
+        engine = await asyncio.to_thread(build_engine, settings, state.metrics)
+        if settings.warmup:
+            await asyncio.to_thread(warm_up, engine)
+    except Exception as error:  # noqa: BLE001 - reported by /readyz and every model route
+        log.exception("the model did not load")
+        state.load_error = f"the model did not load ({type(error).__name__}: {error})"
+        return
+    info = engine.info
+    limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens)
+    cache = AdapterCache(state.store, info.spec, limits, settings.adapter_cache_bytes, state.metrics)
+    runner = Runner(engine, state.metrics)
+    job_manager = JobManager(state.store, runner, lambda p, t, r: state.plan(p, t, r), settings)
+    job_manager.start()
+    state.model = ModelParts(engine=engine, cache=cache, runner=runner, jobs=job_manager, limits=limits)
+    log.info("ready", extra={"backend": engine.runtime.name, "image_size": info.image_size})
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    store = open_store(settings)
+    state = ServiceState(settings, store, app.state.metrics, resolve_admin_key(settings))
+    app.state.service = state
+    loader = asyncio.create_task(load_model(state))
+    try:
+        yield
+    finally:
+        state.stopping = True  # /readyz turns 503 so a balancer stops sending work
+        if not loader.done():
+            await asyncio.wait({loader}, timeout=DRAIN_TIMEOUT_S)
+        if state.model is not None:
+            await state.model.jobs.stop(DRAIN_TIMEOUT_S)
+            await asyncio.to_thread(state.model.engine.stop, True, DRAIN_TIMEOUT_S)
+            state.model.cache.close()
+        store.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="diffplex",
+        summary="Multi-tenant text-to-image: one frozen backbone, per-tenant adapters per batch row.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for module in (images, jobs, adapters, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContext,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.limits.max_body_bytes,
+        max_upload_bytes=settings.limits.max_upload_bytes,
+    )
+    return app

@@ -1,0 +1,105 @@
+"""Dependencies: the app state, the tenant behind `Authorization: Bearer <key>`, the admin key, the model
+(ready or 503) and the per-tenant rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service import keys
+from service.api.state import ModelParts, ServiceState
+from service.errors import ApiError
+from service.logs import tenant_var
+
+LOADING_RETRY_S = 5
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise ApiError(
+            401,
+            "no API key: send it as 'Authorization: Bearer <key>' (an admin creates keys with POST /v1/admin/tenants)",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "the Authorization header must be 'Bearer <key>'",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+async def current_tenant(request: Request, state: State) -> str:
+    token = _bearer(request)
+    tenant = await asyncio.to_thread(state.store.authenticate, token)
+    if tenant is None:
+        raise ApiError(
+            401,
+            "invalid API key: check it, or ask an admin for a new one",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tenant_var.set(tenant)
+    return tenant
+
+
+Tenant = Annotated[str, Depends(current_tenant)]
+
+
+async def require_admin(request: Request, state: State) -> None:
+    if not keys.same_secret(_bearer(request), state.admin_key):
+        raise ApiError(403, "this route needs the admin key", type="permission_error", code="not_admin")
+
+
+Admin = Depends(require_admin)
+
+
+async def model_parts(state: State) -> ModelParts:
+    if state.model is None or state.stopping:
+        reason = state.load_error or ("the server is shutting down" if state.stopping else "the model is loading")
+        raise ApiError(
+            503,
+            f"{reason}: retry shortly",
+            type="server_error",
+            code="not_ready",
+            headers={"Retry-After": str(LOADING_RETRY_S)},
+        )
+    return state.model
+
+
+Model = Annotated[ModelParts, Depends(model_parts)]
+
+
+async def rate_limited(state: State, tenant: Tenant) -> None:
+    """Generation routes only: a window per tenant per minute, shared by every replica via the store."""
+    limit = state.settings.limits.rate_per_minute
+    if limit <= 0:
+        return
+    retry = await asyncio.to_thread(state.store.rate_hit, tenant, limit, 60)
+    if retry > 0:
+        state.metrics.rate_limited.inc()
+        seconds = max(1, int(retry + 0.999))
+        raise ApiError(
+            429,
+            f"rate limit of {limit} generation requests per minute reached: retry in {seconds}s",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+RateLimited = Depends(rate_limited)

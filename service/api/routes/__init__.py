@@ -1,0 +1,1 @@
+"""One router per resource: images, jobs, adapters, admin, health (probes, metrics, models, files)."""

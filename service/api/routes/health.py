@@ -1,0 +1,58 @@
+"""Probes, metrics, the model list and generated files."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from service.api.deps import State, Tenant
+from service.api.errors import respond
+from service.errors import ApiError, not_found
+
+router = APIRouter()
+
+
+@router.get("/livez", tags=["health"])
+async def livez() -> dict[str, str]:
+    """The process serves HTTP (the model may still be loading)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(state: State) -> JSONResponse:
+    """Model loaded and warmed, store reachable: send traffic."""
+    store_ok = await asyncio.to_thread(state.store.ping)
+    if state.model is None or state.stopping or not store_ok:
+        reason = (
+            "shutting down"
+            if state.stopping
+            else state.load_error or ("the store does not answer" if not store_ok else "the model is loading")
+        )
+        return respond(ApiError(503, reason, type="server_error", code="not_ready"))
+    engine = state.model.engine
+    return JSONResponse({"status": "ready", "backend": engine.runtime.name, "load": engine.load})
+
+
+@router.get("/metrics", tags=["health"])
+async def metrics(state: State) -> Response:
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/models", tags=["models"])
+async def models(state: State, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": state.settings.model_name, "object": "model", "created": 0, "owned_by": "diffplex"}],
+    }
+
+
+@router.get("/v1/files/{file_id}.png", tags=["images"])
+async def file(file_id: str, state: State, tenant: Tenant) -> Response:
+    """A generated image (response_format "url"), visible to its tenant until the job TTL ends."""
+    data = await asyncio.to_thread(state.store.get_file, tenant, file_id)
+    if data is None:
+        raise not_found(f"file {file_id!r}")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,110 @@
+"""OpenAI-compatible image routes: text-to-image and image-to-image (edits), answered when the images are done."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.schemas import ImageParams, ImagesResponse
+from service.errors import ApiError
+from service.generation import Plan
+from service.images import decode_image
+from service.results import render
+
+router = APIRouter(tags=["images"])
+
+JSON_FORM_FIELDS = ("adapters", "guidance_interval")  # structured values sent as JSON strings in a form
+
+
+DISCONNECT_POLL_S = 0.5
+
+
+async def _until_disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+async def _run(request: Request, state: State, tenant: str, model: Model, plan: Plan) -> dict[str, Any]:
+    batch = model.runner.submit(plan.requests)
+    waiter = asyncio.ensure_future(model.runner.wait(batch))
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    left = True
+    try:
+        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        left = not waiter.done()
+    finally:
+        watcher.cancel()
+        if left:  # the client left (or the server stops): its rows leave the engine at the next tick
+            batch.cancel()
+            waiter.cancel()
+    if left:
+        raise ApiError(499, "the client closed the connection", code="client_closed")
+    results = waiter.result()
+    data = await asyncio.to_thread(
+        render,
+        results,
+        plan.revised_prompt,
+        plan.response_format,
+        tenant,
+        state.store,
+        str(request.base_url),
+        state.settings.limits.job_ttl_s,
+    )
+    return {"created": int(time.time()), "data": data}
+
+
+@router.post(
+    "/v1/images/generations",
+    response_model=ImagesResponse,
+    response_model_exclude_none=True,
+    dependencies=[RateLimited],
+)
+async def generations(params: ImageParams, request: Request, state: State, tenant: Tenant, model: Model) -> Any:
+    """Text to image. `prompt` may carry `<lora:name:weight>` tags and your embeddings' tokens."""
+    plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id)
+    return await _run(request, state, tenant, model, plan)
+
+
+@router.post(
+    "/v1/images/edits",
+    response_model=ImagesResponse,
+    response_model_exclude_none=True,
+    dependencies=[RateLimited],
+)
+async def edits(request: Request, state: State, tenant: Tenant, model: Model) -> Any:
+    """Image to image: multipart `image` (PNG / JPEG), `prompt`, `strength` (0-1, default 0.8) and the
+    generation fields as form fields (`adapters` and `guidance_interval` as JSON)."""
+    form = await request.form(max_files=2, max_fields=64)
+    image = form.get("image") or form.get("image[]")
+    if not isinstance(image, UploadFile):
+        raise ApiError(400, "send the source image as the multipart file field `image`", param="image")
+    if form.get("mask") is not None:
+        raise ApiError(400, "masks (inpainting) are not supported: send only `image`", param="mask")
+    fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str) and k not in ("strength",)}
+    for key in JSON_FORM_FIELDS:
+        if key in fields:
+            try:
+                fields[key] = json.loads(fields[key])
+            except json.JSONDecodeError:
+                raise ApiError(400, f"{key} must be JSON in a form field, e.g. {key}=[...]", param=key) from None
+    try:
+        params = ImageParams.model_validate(fields)
+        strength = float(form.get("strength", 0.8))  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+    except ValueError:
+        raise ApiError(400, "strength must be a number between 0 and 1", param="strength") from None
+    data = await image.read()
+    if len(data) > state.settings.limits.max_upload_bytes:
+        raise ApiError(413, f"the image is larger than {state.settings.limits.max_upload_bytes} bytes", param="image")
+    pixels = await asyncio.to_thread(decode_image, data)
+    plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id, pixels, strength)
+    return await _run(request, state, tenant, model, plan)

@@ -1,0 +1,70 @@
+"""Asynchronous generation: create (202), poll, follow with server-sent events, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.schemas import ImageParams, JobView
+from service.errors import not_found
+from service.stores.base import JobRecord
+
+router = APIRouter(tags=["jobs"])
+
+
+def view(record: JobRecord) -> dict[str, Any]:
+    return JobView(
+        id=record.id,
+        status=record.status,
+        created=int(record.created),
+        progress={"step": record.step, "total": record.total},
+        result=record.result,
+        error=record.error,
+    ).model_dump(exclude_none=True)
+
+
+@router.post("/v1/jobs", status_code=202, dependencies=[RateLimited])
+async def create_job(params: ImageParams, request: Request, tenant: Tenant, model: Model) -> JSONResponse:
+    """Validated and queued before the 202: poll `GET /v1/jobs/{id}` or follow `/events`."""
+    record = await model.jobs.create(tenant, params, str(request.base_url), request.state.request_id)
+    return JSONResponse(view(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
+    record = await model.jobs.get(tenant, job_id)
+    if record is None:
+        raise not_found(f"job {job_id!r}")
+    return view(record)
+
+
+@router.delete("/v1/jobs/{job_id}")
+async def cancel_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
+    """Cancels a queued or running job; a finished one is returned unchanged."""
+    record = await model.jobs.cancel(tenant, job_id)
+    if record is None:
+        raise not_found(f"job {job_id!r}")
+    return view(record)
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(job_id: str, tenant: Tenant, state: State, model: Model) -> StreamingResponse:
+    """`text/event-stream`: `queued`, `step` ({step, total}), then `done` (with the result) or `error`."""
+    if await model.jobs.get(tenant, job_id) is None:
+        raise not_found(f"job {job_id!r}")
+
+    async def stream() -> AsyncIterator[str]:
+        async for event, data in model.jobs.events(tenant, job_id):
+            if event == "keepalive":
+                yield f": keepalive {int(time.time())}\n\n"
+            else:
+                yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

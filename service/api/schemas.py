@@ -1,0 +1,45 @@
+"""Response bodies and admin requests; generation requests are `service.params.ImageParams`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from service.params import AdapterRef, ImageParams
+
+__all__ = ["AdapterRef", "ImageData", "ImageParams", "ImagesResponse", "JobView", "TenantCreate", "TenantCreated"]
+
+
+class ImageData(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+    seed: int
+    timings: dict[str, float]
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+
+
+class JobView(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: str
+    created: int
+    progress: dict[str, int]
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class TenantCreated(BaseModel):
+    tenant: str
+    api_key: str

@@ -1,0 +1,66 @@
+"""What the app holds between requests: the store at once, the model parts once the background load ends.
+
+The model loads after the server starts listening, so `/livez` answers and `/readyz` says "loading"
+(503) meanwhile; model routes answer 503 with Retry-After until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from adapters import ExportLimits
+from service.adapter_cache import AdapterCache
+from service.engine import Engine
+from service.generation import Plan, plan
+from service.jobs import JobManager
+from service.metrics import Metrics
+from service.params import ImageParams
+from service.runner import Runner
+from service.settings import Settings
+from service.stores.base import Store
+
+
+@dataclass
+class ModelParts:
+    engine: Engine
+    cache: AdapterCache
+    runner: Runner
+    jobs: JobManager
+    limits: ExportLimits
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    admin_key: str
+    model: ModelParts | None = None
+    load_error: str | None = None
+    stopping: bool = False
+
+    def plan(
+        self,
+        params: ImageParams,
+        tenant: str,
+        request_id: str = "",
+        init_image: np.ndarray | None = None,
+        strength: float = 0.8,
+    ) -> Plan:
+        """Blocking: run it in a worker thread."""
+        assert self.model is not None
+        engine = self.model.engine
+        return plan(
+            params,
+            tenant,
+            self.store,
+            self.model.cache,
+            self.settings,
+            engine.info,
+            engine.size_multiple,
+            init_image=init_image,
+            strength=strength,
+            request_id=request_id,
+        )

@@ -1,0 +1,59 @@
+"""Prometheus metrics (`diffplex_` prefix), one registry per app so several apps in one process (tests) do
+not collide in the global one."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
+ROW_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            "diffplex_request_latency_seconds",
+            "HTTP request latency by route and status",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "diffplex_queue_time_seconds",
+            "time an image request waited before the engine admitted it",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.generation_time = Histogram(
+            "diffplex_generation_seconds",
+            "engine time per image, submission to decoded image",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.unet_rows = Histogram(
+            "diffplex_unet_rows_per_call",
+            "U-Net rows per call (a guided row counts 2): how full the shared batches are",
+            ["graph"],
+            buckets=ROW_BUCKETS,
+            registry=r,
+        )
+        self.active = Gauge("diffplex_requests_active", "image requests being denoised", registry=r)
+        self.waiting = Gauge("diffplex_requests_waiting", "image requests queued, not yet admitted", registry=r)
+        self.images = Counter("diffplex_images_total", "images generated", ["status"], registry=r)
+        self.cache_hits = Counter("diffplex_adapter_cache_hits_total", "parsed adapters found in the cache", registry=r)
+        self.cache_misses = Counter("diffplex_adapter_cache_misses_total", "adapters not in the cache", registry=r)
+        self.cache_loads = Counter(
+            "diffplex_adapter_cache_loads_total", "adapter loads from the store", ["result"], registry=r
+        )
+        self.cache_bytes = Gauge("diffplex_adapter_cache_bytes", "bytes of parsed adapters held", registry=r)
+        self.cache_evictions = Counter(
+            "diffplex_adapter_cache_evictions_total", "adapters dropped", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "diffplex_rate_limited_total", "requests refused by the per-tenant rate limit", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,99 @@
+"""Hands planned requests to the engine (its own thread) and follows them from the event loop.
+
+One `Batch` is the n images of one API request: submitted together (all or none: a full queue refuses
+the whole request), awaited with `asyncio.wrap_future`, cancelled together when the client goes away,
+with their progress summed for jobs and SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from service.engine import Engine, GenerationRequest, GenerationResult, Job
+from service.metrics import Metrics
+
+ProgressCallback = Callable[[int, int], None]  # (steps done, steps total) over the whole batch
+
+
+class Batch:
+    def __init__(self, requests: list[GenerationRequest], metrics: Metrics, on_progress: ProgressCallback | None):
+        self.requests = requests
+        self.metrics = metrics
+        self.on_progress = on_progress
+        self.jobs: list[Job] = []
+        self._steps = [0] * len(requests)
+        self._totals = [0] * len(requests)
+        self._started = [False] * len(requests)
+        self._lock = threading.Lock()
+
+    def progress_of(self, index: int) -> Callable[[int, int], None]:
+        """Called on the engine thread after every step of request `index`: keep it short."""
+
+        def progress(step: int, total: int) -> None:
+            with self._lock:
+                if not self._started[index]:
+                    self._started[index] = True
+                    self.metrics.waiting.dec()
+                    self.metrics.active.inc()
+                self._steps[index], self._totals[index] = step, total
+                done, overall = sum(self._steps), self.total_steps()
+            if self.on_progress is not None:
+                self.on_progress(done, overall)
+
+        return progress
+
+    def total_steps(self) -> int:
+        """Known totals, and the requested steps for requests not admitted yet (img2img runs fewer)."""
+        return sum(t or r.steps for t, r in zip(self._totals, self.requests, strict=True))
+
+    def finished(self, index: int, future: Future) -> None:
+        with self._lock:
+            (self.metrics.active if self._started[index] else self.metrics.waiting).dec()
+        if future.cancelled() or future.exception() is not None:
+            self.metrics.images.labels("failed").inc()
+            return
+        result: GenerationResult = future.result()
+        self.metrics.images.labels("ok").inc()
+        self.metrics.queue_time.observe(result.timings.get("queue_s", 0.0))
+        self.metrics.generation_time.observe(result.timings.get("total_s", 0.0))
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+
+
+class Runner:
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+
+    def submit(self, requests: list[GenerationRequest], on_progress: ProgressCallback | None = None) -> Batch:
+        batch = Batch(requests, self.metrics, on_progress)
+        try:
+            for index, request in enumerate(requests):
+                self.metrics.waiting.inc()  # before submit: the engine thread may report progress at once
+                try:
+                    job = self.engine.submit(request, progress=batch.progress_of(index))
+                except BaseException:
+                    self.metrics.waiting.dec()
+                    raise
+                job.future.add_done_callback(lambda f, i=index: batch.finished(i, f))
+                batch.jobs.append(job)
+        except BaseException:
+            batch.cancel()  # all or none: the images already queued would be answered to nobody
+            raise
+        return batch
+
+    async def wait(self, batch: Batch) -> list[GenerationResult]:
+        """All results in request order; the first failure fails the batch (and cancels the rest)."""
+        # shield: cancelling the await must not cancel the engine's futures themselves (the engine resolves
+        # them, and counts them, when it drops the rows); cancellation goes through `Job.cancel` below.
+        waits = [asyncio.shield(asyncio.wrap_future(j.future)) for j in batch.jobs]
+        try:
+            return list(await asyncio.gather(*waits))
+        except BaseException:  # a failure, or the client went away (CancelledError): free the engine rows
+            batch.cancel()
+            raise

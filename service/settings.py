@@ -1,0 +1,73 @@
+"""The service's one configuration object: every knob is a `DIFFPLEX_*` environment variable.
+
+Nested groups use `__` (`DIFFPLEX_LIMITS__MAX_STEPS=50`, `DIFFPLEX_ENGINE__MAX_ROWS=32`), so a deployment
+changes one limit without restating the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import models.shapes
+
+MiB = 1 << 20
+
+# The embedded default backbone (models.shapes.train_backbone.PIPELINE_DIR, without importing the trainer).
+DEFAULT_MODEL_DIR = Path(models.shapes.__file__).parent / "pipeline"
+
+
+class Limits(BaseModel):
+    """What one request or tenant may ask for; anything beyond gets a 4xx saying which limit it hit."""
+
+    max_n: int = 8  # images per request
+    max_steps: int = 100
+    max_prompt_chars: int = 1000
+    max_body_bytes: int = 8 * MiB  # JSON bodies (image edits and adapter uploads have their own cap)
+    max_upload_bytes: int = 64 * MiB  # adapter files and edit images
+    rate_per_minute: int = 600  # generation requests per tenant per minute (0: unlimited)
+    job_ttl_s: int = 24 * 3600  # how long job records and generated files are kept
+    max_adapters_per_tenant: int = 100
+    max_adapter_bytes_per_tenant: int = 1024 * MiB
+    max_adapters_per_request: int = 8
+
+
+class EngineSettings(BaseModel):
+    max_rows: int = 16
+    max_queue: int = 256
+    max_active: int = 64
+    lora_rank: int = 16  # R of the PyTorch backend's banks (exported backends read theirs from the manifest)
+    vpt_tokens: int = 8  # P, likewise
+    threads: int | None = None
+
+
+class JobSettings(BaseModel):
+    """Async jobs survive a replica's crash: the owner heart-beats them; others re-run stale ones."""
+
+    heartbeat_s: float = 1.0
+    stale_after_s: float = 30.0
+    recovery_every_s: float = 10.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIFFPLEX_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".work/data")
+    redis_url: str | None = None  # None: the embedded LocalStore in `data_dir`
+    redis_prefix: str = "diffplex:"
+    admin_key: SecretStr | None = None  # None in embedded mode: generated into data_dir/admin_key
+    backend: Literal["pytorch", "onnxruntime", "tensorrt"] = "pytorch"
+    model_dir: Path = DEFAULT_MODEL_DIR
+    export_dir: Path | None = None
+    model_name: str = "diffplex-shapes"  # what `GET /v1/models` lists and `model` in requests may name
+    adapter_cache_bytes: int = 512 * MiB
+    warmup: bool = True  # one tiny generation before /readyz says ready
+    log_level: str = "INFO"
+    limits: Limits = Field(default_factory=Limits)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)

@@ -1,0 +1,286 @@
+"""`LocalStore`: the embedded store, a directory of JSON files and blobs.
+
+Every write goes to a temporary file and is `os.replace`d into place, so a reader (or a crash) never sees
+half a file; writes that read-modify-write (quotas, rate windows, job claims) hold an `fcntl` lock on
+`<dir>/.lock`, so several processes may share the directory. Change notifications are in-process
+callbacks: processes sharing the directory still see every change on their next request, because the
+adapter cache checks each adapter's version against the metadata it reads per request.
+
+Layout:
+    tenants/<tenant>.json              {name, created}
+    keys/<key id>.json                 {tenant, salt, digest}
+    adapters/<tenant>/<name>.json      AdapterMeta
+    adapters/<tenant>/<name>.<sha256>  the uploaded file
+    jobs/<id>.json                     JobRecord + expires
+    files/<tenant>/<id>.png            generated images; mtime = expiry time
+    rates/<tenant>.json                {window, count}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from service import keys
+from service.names import ADAPTER_NAME, TENANT_NAME
+from service.stores.base import (
+    AdapterMeta,
+    ChangeCallback,
+    Conflict,
+    JobRecord,
+    NotFound,
+    Quota,
+    TenantRecord,
+)
+from service.stores.quota import check_quota
+
+
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Readers see the old or the new content, never a mix; `durable` also survives a power cut (fsync)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _safe(pattern: re.Pattern[str], name: str) -> str:
+    """Names become path components: anything outside the allowed alphabet maps to a name that never exists."""
+    return name if pattern.fullmatch(name) and ".." not in name else "_invalid_"
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        for sub in ("tenants", "keys", "adapters", "jobs", "files", "rates"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._callbacks: list[ChangeCallback] = []
+        self._callbacks_lock = threading.Lock()
+        self._thread_lock = threading.Lock()  # flock is per open file description; threads need their own lock
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock, open(self.root / ".lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _notify(self, tenant: str, name: str) -> None:
+        with self._callbacks_lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            callback(tenant, name)
+
+    def _tenant_path(self, name: str) -> Path:
+        return self.root / "tenants" / f"{_safe(TENANT_NAME, name)}.json"
+
+    def _adapter_dir(self, tenant: str) -> Path:
+        return self.root / "adapters" / _safe(TENANT_NAME, tenant)
+
+    def _adapter_path(self, tenant: str, name: str, suffix: str) -> Path:
+        return self._adapter_dir(tenant) / f"{_safe(ADAPTER_NAME, name)}.{suffix}"
+
+    def _job_path(self, job_id: str) -> Path:
+        return self.root / "jobs" / f"{job_id}.json"
+
+    # -- tenants and keys ---------------------------------------------------------------------------------
+    def create_tenant(self, name: str) -> str:
+        with self._locked():
+            if self._tenant_path(name).exists():
+                raise Conflict(f"tenant {name!r} exists already")
+            api_key, record = keys.new_key()
+            atomic_write(self._tenant_path(name), TenantRecord(name=name).model_dump_json().encode())
+            key = {"tenant": name, "salt": record.salt, "digest": record.digest}
+            atomic_write(self.root / "keys" / f"{record.key_id}.json", json.dumps(key).encode())
+        return api_key
+
+    def delete_tenant(self, name: str) -> bool:
+        with self._locked():
+            if not self._tenant_path(name).exists():
+                return False
+            for path in (self.root / "keys").glob("*.json"):
+                if (_read_json(path) or {}).get("tenant") == name:
+                    path.unlink(missing_ok=True)
+            adapters = [p.stem for p in self._adapter_dir(name).glob("*.json")]
+            for path in self._adapter_dir(name).glob("*"):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self._adapter_dir(name).rmdir()
+            self._tenant_path(name).unlink()
+        for adapter in adapters:
+            self._notify(name, adapter)
+        return True
+
+    def list_tenants(self) -> list[TenantRecord]:
+        records = (_read_json(p) for p in sorted((self.root / "tenants").glob("*.json")))
+        return [TenantRecord.model_validate(r) for r in records if r is not None]
+
+    def authenticate(self, api_key: str) -> str | None:
+        parts = keys.split_key(api_key)
+        if parts is None or not parts[0].isalnum():
+            return None
+        raw = _read_json(self.root / "keys" / f"{parts[0]}.json")
+        if raw is None or not keys.matches(keys.KeyRecord(parts[0], raw["salt"], raw["digest"]), parts[1]):
+            return None
+        return raw["tenant"] if self._tenant_path(raw["tenant"]).exists() else None
+
+    # -- adapters -----------------------------------------------------------------------------------------
+    def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
+        with self._locked():
+            if not self._tenant_path(tenant).exists():
+                raise NotFound(f"tenant {tenant!r} does not exist")
+            others = [m for m in self._list(tenant)]
+            previous = next((m for m in others if m.name == meta.name), None)
+            check_quota([m for m in others if m.name != meta.name], meta, quota)
+            atomic_write(self._adapter_path(tenant, meta.name, meta.sha256), blob)
+            atomic_write(self._adapter_path(tenant, meta.name, "json"), meta.model_dump_json().encode())
+            if previous is not None and previous.sha256 != meta.sha256:
+                self._adapter_path(tenant, previous.name, previous.sha256).unlink(missing_ok=True)
+        self._notify(tenant, meta.name)
+        return previous
+
+    def _list(self, tenant: str) -> list[AdapterMeta]:
+        metas = (_read_json(p) for p in sorted(self._adapter_dir(tenant).glob("*.json")))
+        return [AdapterMeta.model_validate(m) for m in metas if m is not None]
+
+    def get_adapter(self, tenant: str, name: str) -> AdapterMeta | None:
+        raw = _read_json(self._adapter_path(tenant, name, "json"))
+        return None if raw is None else AdapterMeta.model_validate(raw)
+
+    def list_adapters(self, tenant: str) -> list[AdapterMeta]:
+        return self._list(tenant)
+
+    def adapter_blob(self, tenant: str, name: str, sha256: str) -> bytes | None:
+        try:
+            return self._adapter_path(tenant, name, sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete_adapter(self, tenant: str, name: str) -> bool:
+        with self._locked():
+            meta = self.get_adapter(tenant, name)
+            if meta is None:
+                return False
+            self._adapter_path(tenant, name, "json").unlink(missing_ok=True)
+            self._adapter_path(tenant, name, meta.sha256).unlink(missing_ok=True)
+        self._notify(tenant, name)
+        return True
+
+    def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        with self._callbacks_lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._callbacks_lock, contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    # -- jobs and files -----------------------------------------------------------------------------------
+    def put_job(self, job: JobRecord, ttl_s: int) -> None:
+        body = job.model_dump(mode="json") | {"expires": time.time() + ttl_s}
+        atomic_write(self._job_path(job.id), json.dumps(body).encode())
+
+    def _load_job(self, job_id: str) -> JobRecord | None:
+        if not job_id.replace("-", "").replace("_", "").isalnum():
+            return None
+        raw = _read_json(self._job_path(job_id))
+        if raw is None:
+            return None
+        if raw.pop("expires", 0) < time.time():
+            self._job_path(job_id).unlink(missing_ok=True)
+            return None
+        return JobRecord.model_validate(raw)
+
+    def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
+        job = self._load_job(job_id)
+        return job if job is not None and job.tenant == tenant else None
+
+    def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None:
+        with self._locked():
+            job = self.get_job(tenant, job_id)
+            if job is None:
+                return None
+            if not job.terminal:
+                job.cancel_requested = True
+                raw = _read_json(self._job_path(job_id)) or {}
+                self.put_job(job, max(1, int(raw.get("expires", time.time() + 60) - time.time())))
+        return job
+
+    def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
+        claimed = []
+        now = time.time()
+        with self._locked():
+            for path in (self.root / "jobs").glob("*.json"):
+                job = self._load_job(path.stem)
+                if job is None or job.terminal or now - job.heartbeat < stale_after_s:
+                    continue
+                job.owner, job.heartbeat = owner, now
+                self.put_job(job, ttl_s)
+                claimed.append(job)
+        return claimed
+
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None:
+        path = self.root / "files" / _safe(TENANT_NAME, tenant) / f"{file_id}.png"
+        atomic_write(path, data)
+        expires = time.time() + ttl_s
+        os.utime(path, (expires, expires))
+
+    def get_file(self, tenant: str, file_id: str) -> bytes | None:
+        if not file_id.replace("-", "").replace("_", "").isalnum():
+            return None
+        path = self.root / "files" / _safe(TENANT_NAME, tenant) / f"{file_id}.png"
+        try:
+            if path.stat().st_mtime < time.time():
+                path.unlink(missing_ok=True)
+                return None
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    # -- rate limits, health ------------------------------------------------------------------------------
+    def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:
+        now = time.time()
+        window = int(now // window_s)
+        path = self.root / "rates" / f"{_safe(TENANT_NAME, tenant)}.json"
+        with self._locked():
+            raw = _read_json(path) or {}
+            count = raw.get("count", 0) if raw.get("window") == window else 0
+            if count >= limit:
+                return (window + 1) * window_s - now
+            atomic_write(path, json.dumps({"window": window, "count": count + 1}).encode(), durable=False)
+        return 0.0
+
+    def ping(self) -> bool:
+        return self.root.is_dir()
+
+    def close(self) -> None:
+        with self._callbacks_lock:
+            self._callbacks.clear()

@@ -1,0 +1,211 @@
+"""One suite, both stores: the LocalStore on a temporary directory and the RedisStore on the real server
+(DB 15, a unique key prefix deleted afterwards)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.stores import (
+    AdapterMeta,
+    Conflict,
+    JobRecord,
+    LocalStore,
+    NotFound,
+    Quota,
+    QuotaExceeded,
+    RedisStore,
+    Store,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+QUOTA = Quota(max_count=3, max_bytes=100)
+
+
+def _redis_available() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(params=["local", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "local":
+        local = LocalStore(tmp_path / "data")
+        yield local
+        local.close()
+        return
+    if not _redis_available():
+        pytest.fail("Redis does not answer on 127.0.0.1:6379: run `make redis`")
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
+    remote = RedisStore(REDIS_URL, prefix)
+    yield remote
+    remote.close()
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def meta(name: str, size: int = 10, sha: str = "a" * 64, **kw: object) -> AdapterMeta:
+    return AdapterMeta(name=name, kind="lora", size=size, sha256=sha, **kw)
+
+
+def test_tenant_keys_authenticate_and_are_never_stored_in_plaintext(store: Store, tmp_path: Path) -> None:
+    key = store.create_tenant("acme")
+    assert key.startswith("dpx_")
+    assert store.authenticate(key) == "acme"
+    assert store.authenticate(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
+    assert store.authenticate("dpx_nonsense") is None
+    assert store.authenticate("") is None
+    with pytest.raises(Conflict):
+        store.create_tenant("acme")
+    assert [t.name for t in store.list_tenants()] == ["acme"]
+    secret = key.rsplit("_", 1)[1]
+    if isinstance(store, LocalStore):
+        blobs = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
+    else:
+        blobs = b"".join(str(store.client.hgetall(k)).encode() for k in store.client.scan_iter(f"{store.prefix}key:*"))
+    assert secret.encode() not in blobs
+
+
+def test_deleting_a_tenant_revokes_its_key_and_adapters(store: Store) -> None:
+    key = store.create_tenant("acme")
+    store.put_adapter("acme", meta("a"), b"blob", QUOTA)
+    seen: list[tuple[str, str]] = []
+    store.subscribe(lambda t, n: seen.append((t, n)))
+    assert store.delete_tenant("acme")
+    assert not store.delete_tenant("acme")
+    assert store.authenticate(key) is None
+    assert store.list_adapters("acme") == []
+    assert store.adapter_blob("acme", "a", "a" * 64) is None
+    _wait_for(lambda: ("acme", "a") in seen)
+
+
+def test_adapters_are_per_tenant_and_versioned_by_sha(store: Store) -> None:
+    store.create_tenant("a")
+    store.create_tenant("b")
+    assert store.put_adapter("a", meta("style", sha="1" * 64), b"one", QUOTA) is None
+    previous = store.put_adapter("a", meta("style", sha="2" * 64), b"two", QUOTA)
+    assert previous is not None and previous.sha256 == "1" * 64
+    assert store.adapter_blob("a", "style", "2" * 64) == b"two"
+    assert store.adapter_blob("a", "style", "1" * 64) is None  # the replaced version is gone
+    assert store.get_adapter("b", "style") is None
+    assert store.adapter_blob("b", "style", "2" * 64) is None
+    assert [m.name for m in store.list_adapters("a")] == ["style"]
+    assert store.list_adapters("b") == []
+    assert store.delete_adapter("a", "style")
+    assert not store.delete_adapter("a", "style")
+    assert store.get_adapter("a", "style") is None
+
+
+def test_put_adapter_for_a_missing_tenant_fails(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.put_adapter("ghost", meta("x"), b"x", QUOTA)
+
+
+def test_quota_counts_and_bytes_and_a_replacement_frees_its_own_bytes(store: Store) -> None:
+    store.create_tenant("a")
+    store.put_adapter("a", meta("one", size=40), b"1", QUOTA)
+    store.put_adapter("a", meta("two", size=40), b"2", QUOTA)
+    with pytest.raises(QuotaExceeded, match="100"):
+        store.put_adapter("a", meta("three", size=30), b"3", QUOTA)
+    store.put_adapter("a", meta("two", size=60, sha="b" * 64), b"2", QUOTA)  # 40 + 60 fits
+    store.put_adapter("a", meta("three", size=0), b"", QUOTA)
+    with pytest.raises(QuotaExceeded, match="limit is 3"):
+        store.put_adapter("a", meta("four", size=0), b"", QUOTA)
+
+
+def test_concurrent_uploads_never_exceed_the_quota(store: Store) -> None:
+    store.create_tenant("a")
+    errors: list[Exception] = []
+
+    def upload(i: int) -> None:
+        try:
+            store.put_adapter("a", meta(f"n{i}", size=30), b"x", QUOTA)
+        except QuotaExceeded as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.list_adapters("a")) == 3 and len(errors) == 5
+
+
+def test_change_notifications_reach_subscribers_until_they_unsubscribe(store: Store) -> None:
+    store.create_tenant("a")
+    seen: list[tuple[str, str]] = []
+    unsubscribe = store.subscribe(lambda t, n: seen.append((t, n)))
+    time.sleep(0.2)  # a Redis subscription is live once the listener thread has subscribed
+    store.put_adapter("a", meta("x"), b"x", QUOTA)
+    _wait_for(lambda: ("a", "x") in seen)
+    store.delete_adapter("a", "x")
+    _wait_for(lambda: seen.count(("a", "x")) == 2)
+    unsubscribe()
+    store.put_adapter("a", meta("y"), b"y", QUOTA)
+    time.sleep(0.3)
+    assert ("a", "y") not in seen
+
+
+def test_jobs_are_scoped_to_their_tenant_and_cancellable(store: Store) -> None:
+    job = JobRecord(id="j1", tenant="a", request={"prompt": "p"}, owner="r1")
+    store.put_job(job, ttl_s=60)
+    assert store.get_job("a", "j1") == job
+    assert store.get_job("b", "j1") is None
+    assert store.get_job("a", "nope") is None
+    assert store.request_cancel("b", "j1") is None
+    cancelled = store.request_cancel("a", "j1")
+    assert cancelled is not None and cancelled.cancel_requested
+    assert store.get_job("a", "j1").cancel_requested  # type: ignore[union-attr]
+
+
+def test_jobs_expire(store: Store) -> None:
+    store.put_job(JobRecord(id="short", tenant="a"), ttl_s=1)
+    assert store.get_job("a", "short") is not None
+    time.sleep(2.1)
+    assert store.get_job("a", "short") is None
+
+
+def test_stale_jobs_are_claimed_once_and_finished_ones_never(store: Store) -> None:
+    old = time.time() - 100
+    store.put_job(JobRecord(id="stale", tenant="a", owner="dead", heartbeat=old), ttl_s=60)
+    store.put_job(JobRecord(id="done", tenant="a", owner="dead", heartbeat=old, status="succeeded"), ttl_s=60)
+    store.put_job(JobRecord(id="alive", tenant="a", owner="live"), ttl_s=60)
+    claimed = store.claim_stale_jobs("me", stale_after_s=30, ttl_s=60)
+    assert [j.id for j in claimed] == ["stale"] and claimed[0].owner == "me"
+    assert store.claim_stale_jobs("other", stale_after_s=30, ttl_s=60) == []
+    assert store.get_job("a", "stale").owner == "me"  # type: ignore[union-attr]
+
+
+def test_files_are_scoped_and_expire(store: Store) -> None:
+    store.put_file("a", "f1", b"png", ttl_s=1)
+    assert store.get_file("a", "f1") == b"png"
+    assert store.get_file("b", "f1") is None
+    time.sleep(2.1)
+    assert store.get_file("a", "f1") is None
+
+
+def test_rate_limit_counts_per_tenant_per_window(store: Store) -> None:
+    assert all(store.rate_hit("a", limit=3) == 0 for _ in range(3))
+    retry = store.rate_hit("a", limit=3)
+    assert 0 < retry <= 60
+    assert store.rate_hit("b", limit=3) == 0
+    assert store.ping()
+
+
+def _wait_for(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
