@@ -45,8 +45,11 @@ def generate(
         chunk = slice(start, start + batch)
         generators = [torch.Generator().manual_seed(s) for s in seeds[chunk]]
         images = pipe(
-            prompt=prompts[chunk], num_inference_steps=steps, guidance_scale=guidance,
-            generator=generators, output_type="np",
+            prompt=prompts[chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            output_type="np",
         ).images
         out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
     return np.concatenate(out)
