@@ -1,4 +1,4 @@
-"""The loop every adapter kind shares: frozen pipeline, latents encoded once, epsilon-prediction MSE.
+"""The loop every adapter kind shares: frozen pipeline, latents encoded once, the backbone's own loss.
 
 Min-SNR-5 weighting, AdamW and a warm-up + cosine learning rate, as the backbone recipe
 (`models.shapes.train_backbone`) uses, so an adapter is trained the way the backbone it extends was.
@@ -16,19 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
-from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
 from adapters.errors import AdapterError
 from adapters.training.data import TrainingSet
+from models.shapes.diffusion_loss import min_snr_loss
 from models.shapes.train_backbone import cosine_lr, to_tensor
 
 log = logging.getLogger("adapters.training")
 
 EncodeText = Callable[[list[str]], torch.Tensor]  # captions -> encoder_hidden_states [B, L, D]
-Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, ehs) -> eps
+Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, ehs) -> prediction
 
 
 @dataclass(frozen=True)
@@ -119,9 +118,7 @@ def train(
         noise = torch.randn_like(x0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
         pred = denoise(noise_scheduler.add_noise(x0, noise, t), t, encode_text(texts))
-        snr = compute_snr(noise_scheduler, t)
-        weight = torch.clamp(snr, max=settings.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, settings.min_snr_gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)

@@ -2,12 +2,14 @@
 
 Stages, each a pure function of the seed:
 1. a CLIP tokenizer learned from the captions;
-2. the KL autoencoder (L1 + MSE + a tiny KL term), then its latent scaling factor;
+2. the KL autoencoder (L1 + MSE + a tiny KL term) on its own image set, then its latent scaling factor;
 3. the training set encoded once to latents (the autoencoder is frozen from here on);
-4. U-Net and text encoder trained jointly on epsilon prediction with min-SNR weighting, caption dropout
+4. U-Net and text encoder trained jointly on v-prediction with min-SNR weighting, caption dropout
    (so classifier-free guidance works) and an EMA of the weights, which is what gets saved.
 
-Held-out attributes (vocabulary.HELD_OUT) are excluded from every stage. The result is a diffusers
+Held-out attributes (vocabulary.HELD_OUT) are excluded from the tokenizer, the U-Net and the text
+encoder. The autoencoder is a codec, not a concept learner: it sees every value, so that an adapter
+teaching a held-out value (striped fill, the night sky) has latents that can carry it. The result is a diffusers
 `StableDiffusionPipeline` directory; `training.json` beside it records the run.
 """
 
@@ -25,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
-from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet, build_vae
 from models.shapes.dataset import Batch, caption, make_batch
+from models.shapes.diffusion_loss import min_snr_loss
 from models.shapes.tokenizer import write_clip_tokenizer
 
 PIPELINE_DIR = Path(__file__).parent / "pipeline"
@@ -43,12 +45,13 @@ log = logging.getLogger("train_backbone")
 class Recipe:
     seed: int = 0
     train_images: int = 30_000
-    vae_steps: int = 600
+    vae_images: int = 12_000
+    vae_steps: int = 1200
     vae_batch: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_foreground_weight: float = 10.0
-    unet_steps: int = 1500
+    unet_steps: int = 5000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     warmup_steps: int = 100
@@ -72,10 +75,11 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def render_training_set(recipe: Recipe) -> Batch:
+def render_training_set(count: int, seed: int, include_held_out: bool = False) -> Batch:
+    """`count` images in chunks of 1000, chunk k seeded `seed + 1000 k` (so a prefix is the same set)."""
     chunks = []
-    for start in tqdm(range(0, recipe.train_images, 1000), desc="render", unit="k images"):
-        chunks.append(make_batch(min(1000, recipe.train_images - start), seed=recipe.seed * 1_000_003 + start))
+    for start in tqdm(range(0, count, 1000), desc="render", unit="k images"):
+        chunks.append(make_batch(min(1000, count - start), seed=seed + start, include_held_out=include_held_out))
     return Batch(
         images=np.concatenate([c.images for c in chunks]),
         scenes=[s for c in chunks for s in c.scenes],
@@ -143,11 +147,22 @@ def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, v
 def vae_stage_key(recipe: Recipe, cfg: BackboneConfig) -> dict:
     """Everything the autoencoder stage depends on: a cached VAE is reused only when all of it matches."""
     fields = (
-        "seed", "train_images", "vae_steps", "vae_batch", "vae_lr", "vae_kl_weight", "vae_foreground_weight",
-        "warmup_steps", "threads",
+        "seed",
+        "train_images",
+        "vae_images",
+        "vae_steps",
+        "vae_batch",
+        "vae_lr",
+        "vae_kl_weight",
+        "vae_foreground_weight",
+        "warmup_steps",
+        "threads",
     )
-    return {"recipe": {f: getattr(recipe, f) for f in fields}, "vae_channels": list(cfg.vae_channels),
-            "latent_channels": cfg.latent_channels}
+    return {
+        "recipe": {f: getattr(recipe, f) for f in fields},
+        "vae_channels": list(cfg.vae_channels),
+        "latent_channels": cfg.latent_channels,
+    }
 
 
 def autoencoder_stage(
@@ -171,7 +186,10 @@ def autoencoder_stage(
         return vae, latents, stats
     started = time.time()
     vae = build_vae(cfg)
-    stats = train_vae(vae, data.images, recipe, np.random.default_rng(recipe.seed))
+    # Its own seed range, far from the U-Net set's, and every attribute value (see the module docstring).
+    codec_seed = recipe.seed * 1_000_003 + 500_000_000
+    codec_set = render_training_set(recipe.vae_images, codec_seed, include_held_out=True)
+    stats = train_vae(vae, codec_set.images, recipe, np.random.default_rng(recipe.seed))
     latents = encode_latents(vae, data.images)
     scaling = float(1.0 / latents.std())
     vae.register_to_config(scaling_factor=scaling)
@@ -191,7 +209,7 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
     started = time.time()
     stats: dict = {"recipe": asdict(recipe), "config": asdict(cfg)}
 
-    data = render_training_set(recipe)
+    data = render_training_set(recipe.train_images, recipe.seed * 1_000_003)
     tokenizer = write_clip_tokenizer(data.captions + [""], work_dir / "tokenizer")
     log.info("tokenizer: %d tokens", len(tokenizer))
 
@@ -231,9 +249,7 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
         xt = noise_scheduler.add_noise(x0, noise, t)
         pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
-        snr = compute_snr(noise_scheduler, t)
-        weight = torch.clamp(snr, max=recipe.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, recipe.min_snr_gamma)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -254,8 +270,8 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
     stats["unet_minutes"] = (time.time() - unet_started) / 60
     stats["minutes"] = (time.time() - started) / 60
     stats["parameters"] = {
-        name: sum(p.numel() for p in m.parameters()) for name, m in
-        {"unet": unet, "vae": vae, "text_encoder": text_encoder}.items()
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in {"unet": unet, "vae": vae, "text_encoder": text_encoder}.items()
     }
     (out_dir / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-steps", type=int, default=Recipe.unet_steps)
     parser.add_argument("--vae-steps", type=int, default=Recipe.vae_steps)
     parser.add_argument("--train-images", type=int, default=Recipe.train_images)
+    parser.add_argument("--vae-images", type=int, default=Recipe.vae_images)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -277,7 +294,11 @@ def main(argv: list[str] | None = None) -> None:
         handlers=[logging.FileHandler(args.work / "train_backbone.log")],
     )
     recipe = Recipe(
-        seed=args.seed, unet_steps=args.unet_steps, vae_steps=args.vae_steps, train_images=args.train_images
+        seed=args.seed,
+        unet_steps=args.unet_steps,
+        vae_steps=args.vae_steps,
+        train_images=args.train_images,
+        vae_images=args.vae_images,
     )
     # Train into scratch and swap at the end: an interrupted run never leaves the shipped model half-written.
     staging = args.work / "pipeline"

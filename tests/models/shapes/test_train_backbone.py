@@ -33,6 +33,8 @@ def test_recipe_at_toy_scale_writes_a_loadable_pipeline(tmp_path):
             "2",
             "--train-images",
             "300",
+            "--vae-images",
+            "300",
         ]
     )
     stats = json.loads((out / "training.json").read_text())
