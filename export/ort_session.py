@@ -29,6 +29,11 @@ def session_options(threads: int | None = None, level: str = "all") -> ort.Sessi
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    # Idle intra-op threads spin by default, waiting for the next call. The engine runs several sessions
+    # (text encoder, U-Net, VAE) with Python work between calls, so spinning threads of one session steal
+    # the cores that the host code and the next session need; measured in BENCHMARKS.md (engine section).
+    spin = os.environ.get("DIFFPLEX_ORT_SPIN", "0") == "1"
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3  # warnings about unused initializers etc. are noise for users
     return options
 

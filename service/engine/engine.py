@@ -194,12 +194,37 @@ class Engine:
                 return False
             self.stats["ticks"] += 1
             rows = self._pick_rows()
-            self._denoise(rows)
-            self._finish([e for e in rows if e.done])
+            self._isolated(self._denoise, rows)
+            self._isolated(self._finish, [e for e in rows if e.done and not e.resolved])
             return True
-        except Exception as error:  # noqa: BLE001 - a runtime failure fails the affected requests, not the loop
+        except Exception as error:  # noqa: BLE001 - a failure outside any request's phase: keep the loop alive
             self._fail_all(error)
             return True
+
+    def _isolated(self, phase: Callable[[list[_Active]], None], entries: list[_Active]) -> None:
+        """Run `phase` on `entries` together; if it fails, again one by one, so only the culprit fails.
+
+        A bad row (an adapter whose banks break the graph, a runtime error on one shape) must not take
+        down the other tenants' requests that happened to share its U-Net call. Entries the failed
+        attempt already advanced (stepped or resolved) are not run twice.
+        """
+        if not entries:
+            return
+        before = {id(e): (e.step, e.resolved) for e in entries}
+        try:
+            phase(entries)
+            return
+        except Exception as error:  # noqa: BLE001 - isolated below
+            if len(entries) == 1:
+                self._fail(entries, error)
+                return
+        for entry in entries:
+            if (entry.step, entry.resolved) != before[id(entry)]:
+                continue
+            try:
+                phase([entry])
+            except Exception as error:  # noqa: BLE001 - this request alone fails
+                self._fail([entry], error)
 
     # -- phases ------------------------------------------------------------------------------------------
     def _drop_cancelled(self) -> None:
@@ -221,25 +246,31 @@ class Engine:
             new = [self._queue.popleft() for _ in range(min(room, len(self._queue)))]
         if not new:
             return
-        started = time.perf_counter()
         try:
-            requests = [e.request for e in new]
-            cond, uncond = self.text.encode_with_uncond(
-                [r.prompt for r in requests],
-                [r.negative_prompt if r.guided else None for r in requests],
-                [e.ti_table for e in new],
-                [r.text_adapters() for r in requests],
-            )
-            text_s = time.perf_counter() - started
-            for i, entry in enumerate(new):
-                entry.cond, entry.uncond = cond[i : i + 1], uncond[i][None] if uncond[i] is not None else None
-                entry.timings["queue_s"] = started - entry.submitted
-                entry.timings["text_s"] = text_s
-                self._prepare(entry)
-        except Exception as error:  # noqa: BLE001 - bad adapters etc. fail these requests only
+            self._admit_together(new)
+        except Exception:  # noqa: BLE001 - find the request that failed; the others are admitted
             for entry in new:
-                self._resolve(entry, error=error)
-            return
+                try:
+                    self._admit_together([entry])
+                except Exception as error:  # noqa: BLE001 - bad adapters etc. fail this request only
+                    self._resolve(entry, error=error)
+
+    def _admit_together(self, new: list[_Active]) -> None:
+        """Batched text encoding and per-request setup; the entries become active only if all of it worked."""
+        started = time.perf_counter()
+        requests = [e.request for e in new]
+        cond, uncond = self.text.encode_with_uncond(
+            [r.prompt for r in requests],
+            [r.negative_prompt if r.guided else None for r in requests],
+            [e.ti_table for e in new],
+            [r.text_adapters() for r in requests],
+        )
+        text_s = time.perf_counter() - started
+        for i, entry in enumerate(new):
+            entry.cond, entry.uncond = cond[i : i + 1], uncond[i][None] if uncond[i] is not None else None
+            entry.timings["queue_s"] = started - entry.submitted
+            entry.timings["text_s"] = text_s
+            self._prepare(entry)
         with self._lock:
             self._active.extend(new)
 
@@ -441,8 +472,14 @@ class Engine:
             self.stats["images"] += 1
             self._resolve(entry, GenerationResult(images[id(entry)], entry.request.seed, dict(entry.timings)))
 
+    def _fail(self, entries: list[_Active], error: Exception) -> None:
+        gone = {id(e) for e in entries}
+        with self._lock:
+            self._active = [e for e in self._active if id(e) not in gone]
+        for entry in entries:
+            self._resolve(entry, error=error)
+
     def _fail_all(self, error: Exception) -> None:
         with self._lock:
-            failed, self._active = self._active, []
-        for entry in failed:
-            self._resolve(entry, error=error)
+            failed = list(self._active)
+        self._fail(failed, error)
