@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv redis test lint serve train-backbone train-judge eval clean
+.PHONY: venv redis chromium test lint serve train-backbone train-judge eval clean
 
 venv: $(STAMP)
 
@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 redis:
 	bash deploy/ensure_redis.sh
 
+# Debian's Chromium for the playground's browser test; never fails (without it that test skips, saying why).
+chromium:
+	bash deploy/ensure_chromium.sh
+
 # The fast suite; slow tests run with DIFFPLEX_SLOW=1, GPU tests where CUDA is present (tests/conftest.py).
 # pytest exits 5 when it collects nothing: that is a broken suite, not a pass.
-test: venv redis
+test: venv redis chromium
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [[ $$status -eq 5 ]]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

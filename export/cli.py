@@ -48,13 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuda", action="store_true", help="checks also run ONNX Runtime's CUDA provider")
     parser.add_argument("--bench", action="store_true", help="time the fused-CFG U-Net: PyTorch eager vs ORT")
     parser.add_argument("--bench-rows", type=int, default=8, help="guided rows per U-Net call in --bench")
+    parser.add_argument(
+        "--triton",
+        type=Path,
+        metavar="DIR",
+        help="write an NVIDIA Triton model repository of --out into DIR (exports first unless --out has one)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if not (args.check_only or args.bench):
+        reuse = args.triton is not None and (args.out / "manifest.json").is_file()
+        if not (args.check_only or args.bench or reuse):
             options = ExportOptions(
                 model_dir=args.model,
                 out_dir=args.out,
@@ -84,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             from export.benchmark import bench_unet
 
             print(json.dumps(bench_unet(args.out, args.model, rows=args.bench_rows), indent=2))
+        if args.triton is not None:
+            from export.triton import write_repository
+
+            models = write_repository(args.out, args.triton)
+            print(json.dumps({"triton_repository": str(args.triton), "models": models}, indent=2))
     except ExportError as e:
         print(f"diffplex export: {e}", file=sys.stderr)
         return 2

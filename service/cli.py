@@ -17,9 +17,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-judge": ("models.shapes.train_judge", "train the judge classifier used to score image quality"),
     "eval": ("models.shapes.evaluate", "score a pipeline with the judge (prompt accuracy, Frechet distance)"),
     "adapters": ("adapters.cli", "train (lora, ti, vpt) and evaluate tenant adapters on the frozen backbone"),
-    "bench": ("service.bench.cli", "in-process benchmarks (engine ratios) written to BENCHMARKS.md"),
+    "bench": ("service.bench.cli", "in-process benchmarks (engine, hot-load, memory, export, profile)"),
+    "loadtest": ("service.loadtest.cli", "HTTP load test of a running server (workload file): JSON, Markdown, plots"),
     "export": ("export.cli", "export a diffusers pipeline to ONNX (fused CFG, per-row adapter banks), TensorRT"),
     "serve": ("service.serve", "run the HTTP API (OpenAI-compatible images, adapters, jobs) with uvicorn"),
+    "worker": ("service.worker.main", "run jobs from the Redis job stream (scale-out: API replicas + GPU workers)"),
     "tenants": ("service.tenants_cli", "create, list and delete tenants (API keys) in the configured store"),
 }
 

@@ -5,11 +5,17 @@ heart-beats it while it runs. Every replica periodically claims jobs whose owner
 (a crash) and runs them again from the stored request, so an accepted job is never lost: it ends as
 succeeded, failed (with the reason) or cancelled. Progress lives in memory on the owner (every step, for
 SSE) and is written to the store on each heartbeat, where other replicas read it.
+
+With Redis, jobs go through the job stream instead (stores/job_stream.py): `create` enqueues, and the
+`diffplex worker`s (or the in-process worker of role "all", service/worker/) take them with `start_stored`.
+Every write after the creation is conditional (stores/job_updates.py): a runner that lost its job (presumed
+dead and reclaimed) stops at its next heartbeat, and the final record is written once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
@@ -21,11 +27,13 @@ from typing import Any
 from service.engine import Cancelled, QueueFull
 from service.errors import as_api_error
 from service.generation import Plan
+from service.images import decode_image
 from service.params import ImageParams
 from service.results import render
 from service.runner import Batch, Runner
 from service.settings import Settings
 from service.stores.base import JobRecord, Store
+from service.stores.job_stream import JobStream
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,10 @@ SSE_KEEPALIVE_S = 15.0
 FINAL_WRITE_ATTEMPTS = 6
 REMOTE_POLL_S = 0.5
 
-Planner = Callable[[ImageParams, str, str], Plan]  # (params, tenant, request id) -> plan; blocking
+CANCELLED = {"message": "the job was cancelled", "type": "invalid_request_error", "param": None, "code": "cancelled"}
+
+# (params, tenant, request id, init image or None, strength) -> plan; blocking
+Planner = Callable[[ImageParams, str, str, Any, float], Plan]
 
 
 class LiveJob:
@@ -42,6 +53,7 @@ class LiveJob:
     def __init__(self, record: JobRecord) -> None:
         self.record = record
         self.batch: Batch | None = None
+        self.lost = False  # another runner owns or finished the job: this run ends without writing
         self.dirty = True
         self.version = 0
         self.lock = asyncio.Lock()  # one write at a time: a heartbeat never lands after the final state
@@ -81,21 +93,34 @@ def error_body(error: BaseException) -> dict[str, Any]:
 
 
 class JobManager:
-    def __init__(self, store: Store, runner: Runner, planner: Planner, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        planner: Planner,
+        settings: Settings,
+        stream: JobStream | None = None,
+        replica: str | None = None,
+    ) -> None:
         self.store = store
+        self.stream = stream  # set: jobs are enqueued for workers instead of run here
         self.runner = runner
         self.planner = planner
         self.settings = settings
         self.ttl_s = settings.limits.job_ttl_s
         self.timing = settings.jobs  # heartbeat (progress written, cancel flags read), staleness, recovery
-        self.replica = uuid.uuid4().hex[:12]
+        self.replica = replica or uuid.uuid4().hex[:12]
         self.live: dict[str, LiveJob] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._loops = [asyncio.create_task(self._heartbeat_loop()), asyncio.create_task(self._recovery_loop())]
+    def start(self, recover: bool = True) -> None:
+        """`recover`: re-run jobs of replicas that stopped heart-beating (embedded mode; with the job stream,
+        workers reclaim stream entries instead)."""
+        self._loops = [asyncio.create_task(self._heartbeat_loop())]
+        if recover:
+            self._loops.append(asyncio.create_task(self._recovery_loop()))
 
     async def stop(self, timeout: float) -> None:
         """Let running jobs finish (drain) up to `timeout`; what is left is re-run by another replica."""
@@ -107,17 +132,33 @@ class JobManager:
             await self._persist(live)
 
     # -- creating and following jobs ----------------------------------------------------------------------
-    async def create(self, tenant: str, params: ImageParams, base_url: str, request_id: str) -> JobRecord:
-        """Validated and queued before it is acknowledged: a 4xx or 503 here means nothing was accepted."""
-        plan = await asyncio.to_thread(self.planner, params, tenant, request_id)
+    async def create(
+        self,
+        tenant: str,
+        params: ImageParams,
+        base_url: str,
+        request_id: str,
+        image: bytes | None = None,
+        strength: float = 0.8,
+    ) -> JobRecord:
+        """Validated and queued before it is acknowledged: a 4xx or 503 here means nothing was accepted.
+        `image` (the uploaded file) and `strength` make it image-to-image."""
+        pixels = None if image is None else await asyncio.to_thread(decode_image, image)
+        plan = await asyncio.to_thread(self.planner, params, tenant, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images
+        request: dict[str, Any] = {"params": resolved.model_dump(mode="json"), "base_url": base_url}
+        if image is not None:
+            request |= {"image": base64.b64encode(image).decode(), "strength": strength}
         record = JobRecord(
             id=f"job_{secrets.token_hex(12)}",
             tenant=tenant,
-            request={"params": resolved.model_dump(mode="json"), "base_url": base_url},
-            owner=self.replica,
+            request=request,
+            owner="" if self.stream is not None else self.replica,  # a worker becomes the owner
             total=sum(r.steps for r in plan.requests),
         )
+        if self.stream is not None:
+            await asyncio.to_thread(self.stream.enqueue, record.model_copy(), self.ttl_s)
+            return record
         live = LiveJob(record)
         batch = self._submit(live, plan)
         try:
@@ -136,12 +177,22 @@ class JobManager:
         self.live[live.record.id] = live
         return batch
 
-    def _follow(self, live: LiveJob, plan: Plan, batch: Batch) -> None:
+    def _follow(self, live: LiveJob, plan: Plan, batch: Batch) -> asyncio.Task[bool]:
         task = asyncio.create_task(self._run(live, plan, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _run(self, live: LiveJob, plan: Plan, batch: Batch) -> None:
+    def _plan_stored(self, record: JobRecord) -> Plan:
+        """Blocking: the plan of a stored job, as its request was accepted (seeds resolved, image included)."""
+        params = ImageParams.model_validate(record.request.get("params", {}))
+        image = record.request.get("image")
+        pixels = None if image is None else decode_image(base64.b64decode(image))
+        return self.planner(params, record.tenant, record.id, pixels, float(record.request.get("strength", 0.8)))
+
+    async def _run(self, live: LiveJob, plan: Plan, batch: Batch) -> bool:
+        """Run to the end and write the outcome; True once the job's record is final (by this run or another:
+        its queue entry may then be acknowledged)."""
         record = live.record
         try:
             results = await self.runner.wait(batch)
@@ -158,37 +209,52 @@ class JobManager:
             record.result = {"created": int(time.time()), "data": data}
             record.status, record.step = "succeeded", record.total
         except Cancelled:
-            record.status = "cancelled"
-            record.error = {
-                "message": "the job was cancelled",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "cancelled",
-            }
+            record.status, record.error = "cancelled", CANCELLED
         except Exception as error:  # noqa: BLE001 - recorded on the job: the client reads it there
             log.warning("job failed", extra={"job": record.id, "error": str(error)})
             record.status, record.error = "failed", error_body(error)
         live.touch()
-        for attempt in range(FINAL_WRITE_ATTEMPTS):  # the outcome must reach the store: it is all a poller sees
-            if await self._persist(live):
-                break
-            await asyncio.sleep(0.5 * 2**attempt)
-        self.live.pop(record.id, None)
+        try:
+            if live.lost:
+                log.info("duplicate run dropped", extra={"job": record.id, "owner": self.replica})
+                return False
+            return await self.finish(record)
+        finally:
+            self.live.pop(record.id, None)
+
+    async def finish(self, record: JobRecord) -> bool:
+        """Write a final record at most once (retried through store hiccups: it is all a poller sees);
+        True when the stored record is final afterwards, whoever wrote it."""
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            try:
+                if await asyncio.to_thread(self.store.complete_job, record.model_copy(), self.ttl_s):
+                    log.info("job finished", extra={"job": record.id, "status": record.status, "owner": self.replica})
+                    return True
+                stored = await asyncio.to_thread(self.store.get_job, record.tenant, record.id)
+                log.info("job was finished elsewhere", extra={"job": record.id, "owner": self.replica})
+                return stored is None or stored.terminal
+            except Exception:  # noqa: BLE001 - a store hiccup: try again
+                log.exception("could not write the job's outcome", extra={"job": record.id})
+                await asyncio.sleep(0.5 * 2**attempt)
+        return False
 
     async def _persist(self, live: LiveJob) -> bool:
-        """Write progress and heartbeat; read back a cancel request made on another replica. False when the
-        store could not be written (the next heartbeat tries again)."""
+        """Write progress and heartbeat; read back a cancel request made on another replica, or that the job
+        is no longer ours. False when the store could not be written (the next heartbeat tries again)."""
         async with live.lock:
+            if live.record.terminal or live.lost:
+                return True  # the final write is `finish`'s
             live.record.heartbeat = time.time()
             live.dirty = False
             snapshot = live.record.model_copy()
             try:
-                stored = await asyncio.to_thread(self.store.get_job, snapshot.tenant, snapshot.id)
-                if stored is not None and stored.cancel_requested and not snapshot.terminal:
-                    live.record.cancel_requested = snapshot.cancel_requested = True
+                stored = await asyncio.to_thread(self.store.save_progress, snapshot, self.ttl_s)
+                if stored.terminal or stored.owner != snapshot.owner:
+                    live.lost = True  # finished or reclaimed elsewhere while this replica looked dead
+                if stored.cancel_requested or live.lost:
+                    live.record.cancel_requested = stored.cancel_requested
                     if live.batch is not None:
                         live.batch.cancel()
-                await asyncio.to_thread(self.store.put_job, snapshot, self.ttl_s)
             except Exception:  # noqa: BLE001 - a store hiccup: the next heartbeat writes again
                 log.exception("could not persist job", extra={"job": snapshot.id})
                 live.dirty = True
@@ -216,22 +282,29 @@ class JobManager:
 
     async def _resume(self, record: JobRecord) -> None:
         """Run a crashed replica's job again from its stored request."""
-        log.info("resuming job", extra={"job": record.id, "previous_step": record.step})
-        live = LiveJob(record)
-        record.status, record.step = "queued", 0
         try:
-            params = ImageParams.model_validate(record.request.get("params", {}))
-            plan = await asyncio.to_thread(self.planner, params, record.tenant, record.id)
-            batch = self._submit(live, plan)
+            await self.start_stored(record)
         except QueueFull:
             record.heartbeat = 0.0  # claimable again on the next round, here or elsewhere
             await asyncio.to_thread(self.store.put_job, record, self.ttl_s)
-            return
+
+    async def start_stored(self, record: JobRecord) -> asyncio.Task[bool] | None:
+        """Start a stored job this replica now owns (claimed). Its task says whether the record ended final;
+        None when it ended at once (it could not be planned any more, e.g. its adapter was deleted).
+        QueueFull: nothing was started, the caller tries again later."""
+        log.info("starting stored job", extra={"job": record.id, "previous_step": record.step})
+        live = LiveJob(record)
+        record.status, record.step = "queued", 0
+        try:
+            plan = await asyncio.to_thread(self._plan_stored, record)
+            batch = self._submit(live, plan)
+        except QueueFull:
+            raise  # not a failure of the job: the caller retries
         except Exception as error:  # noqa: BLE001 - e.g. its adapter was deleted meanwhile
             record.status, record.error = "failed", error_body(error)
-            await asyncio.to_thread(self.store.put_job, record, self.ttl_s)
-            return
-        self._follow(live, plan, batch)
+            await self.finish(record)
+            return None
+        return self._follow(live, plan, batch)
 
     # -- reading and cancelling ---------------------------------------------------------------------------
     async def get(self, tenant: str, job_id: str) -> JobRecord | None:
@@ -246,7 +319,20 @@ class JobManager:
         if record is not None and live is not None and live.batch is not None:
             live.record.cancel_requested = True
             live.batch.cancel()  # on this replica at once; elsewhere at the owner's next heartbeat
+        elif record is not None and record.status == "queued" and not record.owner:
+            # still in the job stream: final now (refused if a worker took it meanwhile: it sees the flag)
+            cancelled = record.model_copy(update={"status": "cancelled", "error": CANCELLED})
+            if await self.finish(cancelled):
+                record = await self.get(tenant, job_id) or cancelled
         return record
+
+    async def wait(self, tenant: str, job_id: str) -> JobRecord | None:
+        """Until the job is final (a synchronous request run by a worker); None if it expired meanwhile."""
+        while True:
+            record = await self.get(tenant, job_id)
+            if record is None or record.terminal:
+                return record
+            await asyncio.sleep(self.timing.result_poll_s)
 
     async def events(self, tenant: str, job_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event, data): the current state first, then `step` on progress, then `done` or `error`;

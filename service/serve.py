@@ -15,6 +15,22 @@ from service.settings import Settings
 GRACEFUL_SHUTDOWN_S = 150  # above the app's drain timeout: accepted requests finish before the exit
 
 
+def configuration_error(settings: Settings) -> str | None:
+    """What keeps these settings from starting (shared with `diffplex worker`), or None."""
+    if settings.backend == "pytorch" and not (settings.model_dir / "model_index.json").exists():
+        return (
+            f"no diffusers pipeline at {settings.model_dir}: train the default backbone "
+            "(make train-backbone) or set DIFFPLEX_MODEL_DIR"
+        )
+    if settings.backend != "pytorch" and settings.export_dir is None:
+        return f"the {settings.backend} backend needs DIFFPLEX_EXPORT_DIR (diffplex export)"
+    if settings.role == "worker" and not settings.redis_url:
+        return "workers take jobs from the Redis job stream: set DIFFPLEX_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
+    if settings.role == "api" and not settings.redis_url:
+        return 'DIFFPLEX_ROLE=api enqueues jobs for workers in Redis: set DIFFPLEX_REDIS_URL, or use role "all"'
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffplex serve", description=__doc__)
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1, DIFFPLEX_HOST)")
@@ -23,19 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = Settings(**overrides)
-
-    if settings.backend == "pytorch" and not (settings.model_dir / "model_index.json").exists():
+    if settings.role == "worker":
         print(
-            f"diffplex serve: no diffusers pipeline at {settings.model_dir}: train the default backbone "
-            "(make train-backbone) or set DIFFPLEX_MODEL_DIR",
-            file=sys.stderr,
+            "diffplex serve: DIFFPLEX_ROLE=worker is `diffplex worker`; serve runs roles all and api", file=sys.stderr
         )
         return 2
-    if settings.backend != "pytorch" and settings.export_dir is None:
-        print(
-            f"diffplex serve: the {settings.backend} backend needs DIFFPLEX_EXPORT_DIR (diffplex export)",
-            file=sys.stderr,
-        )
+
+    if problem := configuration_error(settings):
+        print(f"diffplex serve: {problem}", file=sys.stderr)
         return 2
 
     from service.api import create_app

@@ -48,8 +48,20 @@ class JobSettings(BaseModel):
     """Async jobs survive a replica's crash: the owner heart-beats them; others re-run stale ones."""
 
     heartbeat_s: float = 1.0
-    stale_after_s: float = 30.0
+    stale_after_s: float = 30.0  # also the idle time after which a worker's stream entries are reclaimed
     recovery_every_s: float = 10.0
+    result_poll_s: float = 0.1  # an API replica of role "api" waiting for a synchronous request's result
+
+
+class WorkerSettings(BaseModel):
+    """`diffplex worker`: a consumer of the Redis job stream (service/worker/)."""
+
+    port: int = 8001  # its health and metrics port (/livez, /readyz, /metrics)
+    group: str = "workers"  # the stream's consumer group
+    consumer: str | None = None  # default: hostname-pid (the pod name under Kubernetes)
+    max_images: int | None = None  # images in flight in the engine; default: engine.max_active
+    block_ms: int = 1000  # XREADGROUP wait
+    max_attempts: int = 3  # runs of one job (it crashed its worker each time) before it is failed
 
 
 class Settings(BaseSettings):
@@ -60,6 +72,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".work/data")
     redis_url: str | None = None  # None: the embedded LocalStore in `data_dir`
     redis_prefix: str = "diffplex:"
+    # api: enqueue only (needs Redis); worker: `diffplex worker`; all: serve and run (embedded default)
+    role: Literal["all", "api", "worker"] = "all"
     admin_key: SecretStr | None = None  # None in embedded mode: generated into data_dir/admin_key
     backend: Literal["pytorch", "onnxruntime", "tensorrt"] = "pytorch"
     model_dir: Path = DEFAULT_MODEL_DIR
@@ -71,3 +85,4 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -65,5 +65,7 @@ def _alpha(config: Mapping[str, Any] | None, raw: RawLayer) -> float:
         raise AdapterError(f"LoRA config for {raw.canonical_name}: r must be an integer and lora_alpha a number")
     if r != rank:
         raise AdapterError(f"LoRA config says rank {r} for {raw.canonical_name} but its weights have rank {rank}")
+    if r < 1:  # a rank-0 module would divide by zero below
+        raise AdapterError(f"LoRA module {raw.canonical_name} has rank {r}: a LoRA layer needs rank 1 or more")
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     return float(scale * rank)

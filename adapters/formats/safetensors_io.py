@@ -53,6 +53,8 @@ def read_header(data: bytes, caps: ReadCaps) -> Header:
         raw = json.loads(data[8 : 8 + n])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AdapterError(f"safetensors header is not valid JSON: {e}") from e
+    except RecursionError:  # "[[[[...": a few hundred kB of brackets exhaust the parser's stack
+        raise AdapterError("safetensors header is not valid: its JSON is nested too deeply") from None
     if not isinstance(raw, dict):
         raise AdapterError("safetensors header is not a JSON object")
     metadata = raw.pop("__metadata__", None) or {}

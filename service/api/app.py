@@ -15,7 +15,7 @@ from service.adapter_cache import AdapterCache
 from service.admin_key import resolve_admin_key
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContext
-from service.api.routes import adapters, admin, health, images, jobs
+from service.api.routes import adapters, admin, health, images, jobs, playground
 from service.api.state import ModelParts, ServiceState
 from service.engine import Engine, EngineConfig, GenerationRequest
 from service.instrumented_runtime import InstrumentedRuntime
@@ -25,6 +25,8 @@ from service.runner import Runner
 from service.runtime import load_runtime
 from service.settings import Settings
 from service.stores import open_store
+from service.stores.open import open_stream
+from service.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ DRAIN_TIMEOUT_S = 120.0  # accepted work finishes on shutdown; what does not is 
 WARMUP_TIMEOUT_S = 600.0
 
 
-def build_engine(settings: Settings, metrics: Metrics) -> Engine:
-    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread."""
+def build_engine(settings: Settings, metrics: Metrics, start: bool = True) -> Engine:
+    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread (unless `start` is
+    False: an API replica of role "api" only needs the backbone's shapes to validate requests)."""
     runtime = load_runtime(
         settings.backend,
         settings.model_dir,
@@ -48,7 +51,8 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
         max_active=settings.engine.max_active,
     )
     engine = Engine(InstrumentedRuntime(runtime, metrics), config)
-    engine.start()
+    if start:
+        engine.start()
     return engine
 
 
@@ -60,9 +64,11 @@ def warm_up(engine: Engine) -> None:
 
 async def load_model(state: ServiceState) -> None:
     settings = state.settings
+    runs_model = settings.role != "api"
     try:
-        engine = await asyncio.to_thread(build_engine, settings, state.metrics)
-        if settings.warmup:
+        stream = await asyncio.to_thread(open_stream, settings, state.store)  # Redis: the job stream
+        engine = await asyncio.to_thread(build_engine, settings, state.metrics, runs_model)
+        if settings.warmup and runs_model:
             await asyncio.to_thread(warm_up, engine)
     except Exception as error:  # noqa: BLE001 - reported by /readyz and every model route
         log.exception("the model did not load")
@@ -72,9 +78,12 @@ async def load_model(state: ServiceState) -> None:
     limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens)
     cache = AdapterCache(state.store, info.spec, limits, settings.adapter_cache_bytes, state.metrics)
     runner = Runner(engine, state.metrics)
-    job_manager = JobManager(state.store, runner, lambda p, t, r: state.plan(p, t, r), settings)
-    job_manager.start()
-    state.model = ModelParts(engine=engine, cache=cache, runner=runner, jobs=job_manager, limits=limits)
+    job_manager = JobManager(state.store, runner, state.plan, settings, stream, settings.worker.consumer)
+    job_manager.start(recover=stream is None)
+    worker = StreamWorker(job_manager, stream, engine, settings) if stream is not None and runs_model else None
+    if worker is not None:
+        worker.start()
+    state.model = ModelParts(engine=engine, cache=cache, runner=runner, jobs=job_manager, limits=limits, worker=worker)
     log.info("ready", extra={"backend": engine.runtime.name, "image_size": info.image_size})
 
 
@@ -82,7 +91,8 @@ async def load_model(state: ServiceState) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     store = open_store(settings)
-    state = ServiceState(settings, store, app.state.metrics, resolve_admin_key(settings))
+    admin_key = resolve_admin_key(settings) if settings.role != "worker" else ""  # a worker has no admin routes
+    state = ServiceState(settings, store, app.state.metrics, admin_key)
     app.state.service = state
     loader = asyncio.create_task(load_model(state))
     try:
@@ -92,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not loader.done():
             await asyncio.wait({loader}, timeout=DRAIN_TIMEOUT_S)
         if state.model is not None:
+            if state.model.worker is not None:  # stop taking jobs; running ones finish and are acknowledged
+                await state.model.worker.drain(DRAIN_TIMEOUT_S)
             await state.model.jobs.stop(DRAIN_TIMEOUT_S)
             await asyncio.to_thread(state.model.engine.stop, True, DRAIN_TIMEOUT_S)
             state.model.cache.close()
@@ -109,8 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for module in (images, jobs, adapters, admin, health):
+    for module in (images, jobs, adapters, admin, health, playground):
         app.include_router(module.router)
+    app.mount(playground.MOUNT_PATH, playground.static, name="playground")
     app.add_middleware(
         RequestContext,
         metrics=app.state.metrics,

@@ -1,11 +1,12 @@
-"""FastAPI exception handlers: domain errors (mapped in `service.errors`), request validation, routing and
-bugs all answer in OpenAI's error shape."""
+"""FastAPI exception handlers: domain errors (mapped in `service.errors`), request validation, routing, an
+unreachable store and bugs all answer in OpenAI's error shape."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.errors import DOMAIN_ERRORS, ApiError, as_api_error
 
 log = logging.getLogger(__name__)
+
+STORE_RETRY_S = 5
+# Redis down, restarting (still loading its data) or too slow: a passing outage, not a bug. Shared state
+# lives there, so nothing can be answered; redis-py reconnects by itself on the next call after it returns.
+STORE_OUTAGES: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def respond(error: ApiError) -> JSONResponse:
@@ -42,6 +48,17 @@ def install_error_handlers(app: FastAPI) -> None:
     for cls in DOMAIN_ERRORS:  # handled inside the app: no traceback in the logs for a user's mistake
         app.add_exception_handler(cls, _domain)
 
+    async def _store_down(request: Request, error: Exception) -> JSONResponse:
+        log.warning("store unavailable", extra={"error": str(error)})
+        message = "the service's store (Redis) does not answer: nothing was accepted, retry shortly"
+        headers = {"Retry-After": str(STORE_RETRY_S)}
+        return respond(ApiError(503, message, type="server_error", code="store_unavailable", headers=headers))
+
+    for cls in STORE_OUTAGES:
+        app.add_exception_handler(cls, _store_down)
+
+    _document_400_not_422(app)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = error.errors()
@@ -68,3 +85,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return respond(
             ApiError(500, f"internal error (request id {request_id}): please report it", type="server_error")
         )
+
+
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every route with parameters; `_validation` above answers those errors with
+    400 (as OpenAI does), which the routes declare (`service.api.responses`). Drop the 422s nobody gets."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = build()
+        if fresh:
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

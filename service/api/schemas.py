@@ -8,7 +8,17 @@ from pydantic import BaseModel, ConfigDict
 
 from service.params import AdapterRef, ImageParams
 
-__all__ = ["AdapterRef", "ImageData", "ImageParams", "ImagesResponse", "JobView", "TenantCreate", "TenantCreated"]
+__all__ = [
+    "AdapterRef",
+    "ErrorBody",
+    "ErrorDetail",
+    "ImageData",
+    "ImageParams",
+    "ImagesResponse",
+    "JobView",
+    "TenantCreate",
+    "TenantCreated",
+]
 
 
 class ImageData(BaseModel):
@@ -43,3 +53,16 @@ class TenantCreate(BaseModel):
 class TenantCreated(BaseModel):
     tenant: str
     api_key: str
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorDetail

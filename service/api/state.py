@@ -20,6 +20,7 @@ from service.params import ImageParams
 from service.runner import Runner
 from service.settings import Settings
 from service.stores.base import Store
+from service.worker import StreamWorker
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ModelParts:
     runner: Runner
     jobs: JobManager
     limits: ExportLimits
+    worker: StreamWorker | None = None  # runs jobs from the Redis job stream (roles "all" and "worker")
 
 
 @dataclass

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
-import torch
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def machine() -> str:
-    """One line naming where figures came from (CPU count, GPU if any)."""
-    import os
+def machine(with_torch: bool = True) -> str:
+    """One line naming where figures came from (CPU model and count, GPU if any). `with_torch=False` keeps
+    torch out of clients that only measure over HTTP (`diffplex loadtest`)."""
+    head = f"{platform.machine()} Linux, {cpu_model()}, {os.cpu_count()} CPU cores"
+    if not with_torch:
+        return head
+    import torch  # lazily: see above
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()} Linux, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+    return f"{head}, {gpu}, torch {torch.__version__}"
 
 
 def update_section(path: Path, name: str, markdown: str) -> None:

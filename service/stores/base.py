@@ -73,6 +73,7 @@ class JobRecord(BaseModel):
     owner: str = ""  # replica running it
     heartbeat: float = Field(default_factory=time.time)  # owner's last sign of life (stale -> re-run)
     cancel_requested: bool = False
+    attempts: int = 0  # runs started (first delivery and reclaims): a job that keeps killing workers is failed
 
     @property
     def terminal(self) -> bool:
@@ -121,6 +122,17 @@ class Store(Protocol):
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         """Take over unfinished jobs whose owner stopped heart-beating (crashed replica): each is claimed
         by exactly one caller, which runs it again."""
+
+    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
+        """A runner's heartbeat, written only while it owns the unfinished job (job_updates.progress); returns
+        the stored record, whose `cancel_requested`, `status` and `owner` tell the runner whether to go on."""
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        """The final write, at most once per job (job_updates.completion); False when refused."""
+
+    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
+        """Make `owner` the job's runner and count the attempt (job_updates.claim); a finished job comes back
+        unchanged, a missing one as None."""
 
     def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None: ...
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from service import keys
 from service.names import ADAPTER_NAME, TENANT_NAME
+from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
     ChangeCallback,
@@ -246,6 +247,24 @@ class LocalStore:
                 self.put_job(job, ttl_s)
                 claimed.append(job)
         return claimed
+
+    def _update_job(
+        self, job_id: str, rule: Callable[[JobRecord | None], tuple[JobRecord | None, Any]], ttl_s: int
+    ) -> Any:
+        with self._locked():
+            write, answer = rule(self._load_job(job_id))
+            if write is not None:
+                self.put_job(write, ttl_s)
+        return answer
+
+    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
+        return self._update_job(job.id, lambda stored: job_updates.progress(stored, job), ttl_s)
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        return self._update_job(job.id, lambda stored: job_updates.completion(stored, job), ttl_s)
+
+    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
+        return self._update_job(job_id, lambda stored: job_updates.claim(stored, tenant, owner), ttl_s)
 
     def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None:
         path = self.root / "files" / _safe(TENANT_NAME, tenant) / f"{file_id}.png"

@@ -1,9 +1,11 @@
-"""The store a deployment asked for: Redis when `DIFFPLEX_REDIS_URL` is set, else the embedded directory."""
+"""The store a deployment asked for: Redis when `DIFFPLEX_REDIS_URL` is set, else the embedded directory;
+and with Redis, the job stream that API replicas and workers share."""
 
 from __future__ import annotations
 
 from service.settings import Settings
 from service.stores.base import Store
+from service.stores.job_stream import JobStream
 from service.stores.local import LocalStore
 from service.stores.redis_store import RedisStore
 
@@ -12,3 +14,12 @@ def open_store(settings: Settings) -> Store:
     if settings.redis_url:
         return RedisStore(settings.redis_url, settings.redis_prefix)
     return LocalStore(settings.data_dir)
+
+
+def open_stream(settings: Settings, store: Store) -> JobStream | None:
+    """The job stream (its group created if missing) when the store is Redis; None in embedded mode."""
+    if not isinstance(store, RedisStore):
+        return None
+    stream = JobStream(store, settings.worker.group)
+    stream.ensure_group()
+    return stream

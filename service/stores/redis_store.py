@@ -9,6 +9,7 @@ Keys (all under `prefix`):
     blob:<tenant>:<name>:<sha>   the uploaded file
     job:<id>                     JobRecord JSON, with TTL
     jobs:open                    sorted set id -> heartbeat, of unfinished jobs
+    jobs:stream                  the job queue of `diffplex worker` (stores/job_stream.py)
     file:<tenant>:<id>           PNG bytes, with TTL
     rate:<tenant>:<window>       counter, expires with its window
     channel adapters.changed     "<tenant>\\0<name>" on every adapter write / delete
@@ -24,10 +25,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from service import keys
+from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
     ChangeCallback,
@@ -193,14 +196,48 @@ class RedisStore:
                 log.exception("adapter change callback failed")
 
     # -- jobs and files -----------------------------------------------------------------------------------
+    def write_job(self, pipe: redis.client.Pipeline, job: JobRecord, ttl_s: int) -> None:
+        """Queue the writes of one job record on `pipe` (also used inside the job stream's transactions)."""
+        pipe.set(self.k("job", job.id), job.model_dump_json(), ex=ttl_s)
+        if job.terminal:
+            pipe.zrem(self.k("jobs", "open"), job.id)
+        else:
+            pipe.zadd(self.k("jobs", "open"), {job.id: job.heartbeat})
+
     def put_job(self, job: JobRecord, ttl_s: int) -> None:
         with self.client.pipeline() as pipe:
-            pipe.set(self.k("job", job.id), job.model_dump_json(), ex=ttl_s)
-            if job.terminal:
-                pipe.zrem(self.k("jobs", "open"), job.id)
-            else:
-                pipe.zadd(self.k("jobs", "open"), {job.id: job.heartbeat})
+            self.write_job(pipe, job, ttl_s)
             pipe.execute()
+
+    def _update_job(
+        self, job_id: str, rule: Callable[[JobRecord | None], tuple[JobRecord | None, Any]], ttl_s: int
+    ) -> Any:
+        """Apply a job_updates rule atomically: WATCH the record, decide, write in MULTI (retry on a race)."""
+        key = self.k("job", job_id)
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    write, answer = rule(None if raw is None else JobRecord.model_validate_json(raw))
+                    if write is None:
+                        pipe.unwatch()
+                        return answer
+                    pipe.multi()
+                    self.write_job(pipe, write, ttl_s)
+                    pipe.execute()
+                    return answer
+                except redis.WatchError:
+                    continue
+
+    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
+        return self._update_job(job.id, lambda stored: job_updates.progress(stored, job), ttl_s)
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        return self._update_job(job.id, lambda stored: job_updates.completion(stored, job), ttl_s)
+
+    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
+        return self._update_job(job_id, lambda stored: job_updates.claim(stored, tenant, owner), ttl_s)
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
         raw = self.client.get(self.k("job", job_id))

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from service.adapter_upload import inspect_upload
 from service.api.deps import Model, State, Tenant
+from service.api.responses import AUTHENTICATED, MODEL, errors
 from service.errors import ApiError, not_found
 from service.names import check_adapter_name
 from service.stores.base import AdapterMeta, Quota
@@ -28,7 +29,10 @@ def view(meta: AdapterMeta) -> dict[str, Any]:
     return body
 
 
-@router.put("/v1/adapters/{name}")
+@router.put(
+    "/v1/adapters/{name}",
+    responses={201: {"description": "Created"}, 200: {"description": "Replaced"}, **errors(*MODEL, 403, 404, 409)},
+)
 async def put_adapter(
     name: str,
     state: State,
@@ -64,13 +68,13 @@ async def put_adapter(
     return JSONResponse(view(meta), status_code=200 if previous is not None else 201)
 
 
-@router.get("/v1/adapters")
+@router.get("/v1/adapters", responses=errors(*AUTHENTICATED))
 async def list_adapters(state: State, tenant: Tenant) -> dict[str, Any]:
     metas = await asyncio.to_thread(state.store.list_adapters, tenant)
     return {"object": "list", "data": [view(m) for m in metas]}
 
 
-@router.get("/v1/adapters/{name}")
+@router.get("/v1/adapters/{name}", responses=errors(*AUTHENTICATED, 404))
 async def get_adapter(name: str, state: State, tenant: Tenant) -> dict[str, Any]:
     meta = await asyncio.to_thread(state.store.get_adapter, tenant, name)
     if meta is None:
@@ -78,7 +82,7 @@ async def get_adapter(name: str, state: State, tenant: Tenant) -> dict[str, Any]
     return view(meta)
 
 
-@router.delete("/v1/adapters/{name}")
+@router.delete("/v1/adapters/{name}", responses=errors(*AUTHENTICATED, 404))
 async def delete_adapter(name: str, state: State, tenant: Tenant) -> dict[str, Any]:
     if not await asyncio.to_thread(state.store.delete_adapter, tenant, name):
         raise not_found(f"adapter {name!r}")

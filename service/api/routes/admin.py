@@ -9,14 +9,16 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Admin, State
+from service.api.responses import errors
 from service.api.schemas import TenantCreate, TenantCreated
 from service.errors import not_found
 from service.names import check_tenant_name
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin])
+# 401: no key or a malformed header; 403: a key that is not the admin key; 503: the store does not answer
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin], responses=errors(400, 401, 403, 503))
 
 
-@router.post("/tenants", status_code=201, response_model=TenantCreated)
+@router.post("/tenants", status_code=201, response_model=TenantCreated, responses=errors(409, 413))
 async def create_tenant(body: TenantCreate, state: State) -> JSONResponse:
     name = check_tenant_name(body.name)
     api_key = await asyncio.to_thread(state.store.create_tenant, name)
@@ -29,7 +31,7 @@ async def list_tenants(state: State) -> dict[str, Any]:
     return {"object": "list", "data": [{"tenant": t.name, "created": int(t.created)} for t in tenants]}
 
 
-@router.delete("/tenants/{name}")
+@router.delete("/tenants/{name}", responses=errors(404))
 async def delete_tenant(name: str, state: State) -> dict[str, Any]:
     """Revokes the tenant's keys and deletes its adapters; its jobs and files expire with their TTL."""
     if not await asyncio.to_thread(state.store.delete_tenant, name):

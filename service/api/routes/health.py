@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service.api.deps import State, Tenant
 from service.api.errors import respond
+from service.api.responses import AUTHENTICATED, content, errors
 from service.errors import ApiError, not_found
 
 router = APIRouter()
@@ -21,7 +22,7 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], responses=errors(503))
 async def readyz(state: State) -> JSONResponse:
     """Model loaded and warmed, store reachable: send traffic."""
     store_ok = await asyncio.to_thread(state.store.ping)
@@ -36,12 +37,17 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse({"status": "ready", "backend": engine.runtime.name, "load": engine.load})
 
 
-@router.get("/metrics", tags=["health"])
+@router.get(
+    "/metrics",
+    tags=["health"],
+    response_class=Response,
+    responses={200: content("text/plain", "Prometheus text format")},
+)
 async def metrics(state: State) -> Response:
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/models", tags=["models"])
+@router.get("/v1/models", tags=["models"], responses=errors(*AUTHENTICATED))
 async def models(state: State, tenant: Tenant) -> dict[str, Any]:
     return {
         "object": "list",
@@ -49,7 +55,12 @@ async def models(state: State, tenant: Tenant) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/files/{file_id}.png", tags=["images"])
+@router.get(
+    "/v1/files/{file_id}.png",
+    tags=["images"],
+    response_class=Response,
+    responses={200: content("image/png", "The PNG image"), **errors(*AUTHENTICATED, 404)},
+)
 async def file(file_id: str, state: State, tenant: Tenant) -> Response:
     """A generated image (response_format "url"), visible to its tenant until the job TTL ends."""
     data = await asyncio.to_thread(state.store.get_file, tenant, file_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.responses import GENERATION, errors
 from service.api.schemas import ImageParams, ImagesResponse
 from service.errors import ApiError
 from service.generation import Plan
@@ -32,9 +34,9 @@ async def _until_disconnected(request: Request) -> None:
         await asyncio.sleep(DISCONNECT_POLL_S)
 
 
-async def _run(request: Request, state: State, tenant: str, model: Model, plan: Plan) -> dict[str, Any]:
-    batch = model.runner.submit(plan.requests)
-    waiter = asyncio.ensure_future(model.runner.wait(batch))
+async def _until_done_or_gone(request: Request, waiter: asyncio.Future, on_gone: Callable[[], Any]) -> Any:
+    """`waiter`'s result; if the client leaves first (or the server stops), `on_gone` frees its work and the
+    answer is a 499."""
     watcher = asyncio.ensure_future(_until_disconnected(request))
     left = True
     try:
@@ -42,12 +44,21 @@ async def _run(request: Request, state: State, tenant: str, model: Model, plan: 
         left = not waiter.done()
     finally:
         watcher.cancel()
-        if left:  # the client left (or the server stops): its rows leave the engine at the next tick
-            batch.cancel()
+        if left:
             waiter.cancel()
+            await on_gone()
     if left:
         raise ApiError(499, "the client closed the connection", code="client_closed")
-    results = waiter.result()
+    return waiter.result()
+
+
+async def _run(request: Request, state: State, tenant: str, model: Model, plan: Plan) -> dict[str, Any]:
+    batch = model.runner.submit(plan.requests)
+
+    async def free_rows() -> None:  # its rows leave the engine at the next tick
+        batch.cancel()
+
+    results = await _until_done_or_gone(request, asyncio.ensure_future(model.runner.wait(batch)), free_rows)
     data = await asyncio.to_thread(
         render,
         results,
@@ -61,14 +72,40 @@ async def _run(request: Request, state: State, tenant: str, model: Model, plan: 
     return {"created": int(time.time()), "data": data}
 
 
+async def _run_queued(
+    request: Request, tenant: str, model: Model, params: ImageParams, image: bytes | None = None, strength: float = 0.8
+) -> dict[str, Any]:
+    """Role "api": the request becomes a job for the workers (validated here first), answered once its record
+    is final."""
+    jobs = model.jobs
+    record = await jobs.create(tenant, params, str(request.base_url), request.state.request_id, image, strength)
+
+    async def cancel() -> None:
+        await jobs.cancel(tenant, record.id)
+
+    final = await _until_done_or_gone(request, asyncio.ensure_future(jobs.wait(tenant, record.id)), cancel)
+    if final is None:
+        raise ApiError(500, "the request expired before a worker finished it: retry", type="server_error")
+    if final.status == "succeeded":
+        return final.result or {}
+    error = final.error or {}
+    status = 409 if error.get("code") == "cancelled" else 400 if error.get("type") == "invalid_request_error" else 500
+    raise ApiError(
+        status, error.get("message", "the request failed"), error.get("type", "server_error"), code=error.get("code")
+    )
+
+
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
+    responses=errors(*GENERATION),
     response_model_exclude_none=True,
     dependencies=[RateLimited],
 )
 async def generations(params: ImageParams, request: Request, state: State, tenant: Tenant, model: Model) -> Any:
     """Text to image. `prompt` may carry `<lora:name:weight>` tags and your embeddings' tokens."""
+    if model.worker is None and state.settings.role == "api":
+        return await _run_queued(request, tenant, model, params)
     plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id)
     return await _run(request, state, tenant, model, plan)
 
@@ -76,6 +113,7 @@ async def generations(params: ImageParams, request: Request, state: State, tenan
 @router.post(
     "/v1/images/edits",
     response_model=ImagesResponse,
+    responses=errors(*GENERATION),
     response_model_exclude_none=True,
     dependencies=[RateLimited],
 )
@@ -105,6 +143,8 @@ async def edits(request: Request, state: State, tenant: Tenant, model: Model) ->
     data = await image.read()
     if len(data) > state.settings.limits.max_upload_bytes:
         raise ApiError(413, f"the image is larger than {state.settings.limits.max_upload_bytes} bytes", param="image")
+    if model.worker is None and state.settings.role == "api":
+        return await _run_queued(request, tenant, model, params, data, strength)
     pixels = await asyncio.to_thread(decode_image, data)
     plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id, pixels, strength)
     return await _run(request, state, tenant, model, plan)

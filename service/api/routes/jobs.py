@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,11 +12,20 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.responses import AUTHENTICATED, GENERATION, content, errors
 from service.api.schemas import ImageParams, JobView
-from service.errors import not_found
+from service.errors import ApiError, not_found
 from service.stores.base import JobRecord
 
 router = APIRouter(tags=["jobs"])
+
+# Job ids are `job_<hex>`; anything outside this alphabet cannot name a job (and must not reach a store as a
+# file name or key): it is answered exactly like a missing job.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _missing(job_id: str) -> ApiError:
+    return not_found(f"job {job_id!r}")
 
 
 def view(record: JobRecord) -> dict[str, Any]:
@@ -29,35 +39,59 @@ def view(record: JobRecord) -> dict[str, Any]:
     ).model_dump(exclude_none=True)
 
 
-@router.post("/v1/jobs", status_code=202, dependencies=[RateLimited])
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobView,
+    responses=errors(*GENERATION),
+    dependencies=[RateLimited],
+)
 async def create_job(params: ImageParams, request: Request, tenant: Tenant, model: Model) -> JSONResponse:
     """Validated and queued before the 202: poll `GET /v1/jobs/{id}` or follow `/events`."""
     record = await model.jobs.create(tenant, params, str(request.base_url), request.state.request_id)
     return JSONResponse(view(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobView,
+    response_model_exclude_none=True,
+    responses=errors(*AUTHENTICATED, 404),
+)
 async def get_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
+    if not JOB_ID.fullmatch(job_id):
+        raise _missing(job_id)
     record = await model.jobs.get(tenant, job_id)
     if record is None:
-        raise not_found(f"job {job_id!r}")
+        raise _missing(job_id)
     return view(record)
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=JobView,
+    response_model_exclude_none=True,
+    responses=errors(*AUTHENTICATED, 404),
+)
 async def cancel_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
     """Cancels a queued or running job; a finished one is returned unchanged."""
+    if not JOB_ID.fullmatch(job_id):
+        raise _missing(job_id)
     record = await model.jobs.cancel(tenant, job_id)
     if record is None:
-        raise not_found(f"job {job_id!r}")
+        raise _missing(job_id)
     return view(record)
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: content("text/event-stream", "Server-sent events"), **errors(*AUTHENTICATED, 404)},
+)
 async def job_events(job_id: str, tenant: Tenant, state: State, model: Model) -> StreamingResponse:
     """`text/event-stream`: `queued`, `step` ({step, total}), then `done` (with the result) or `error`."""
-    if await model.jobs.get(tenant, job_id) is None:
-        raise not_found(f"job {job_id!r}")
+    if not JOB_ID.fullmatch(job_id) or await model.jobs.get(tenant, job_id) is None:
+        raise _missing(job_id)
 
     async def stream() -> AsyncIterator[str]:
         async for event, data in model.jobs.events(tenant, job_id):

@@ -22,6 +22,8 @@ def free_port() -> int:
 
 
 class Server:
+    module = "service.serve"  # the entry point run with `--port` (tests/service/worker runs service.worker.main)
+
     def __init__(self, model_dir: Path, data_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +43,7 @@ class Server:
         }
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.serve", "--port", str(self.port)],
+            [sys.executable, "-m", self.module, "--port", str(self.port)],
             env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,

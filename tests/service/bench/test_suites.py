@@ -1,0 +1,81 @@
+"""Each `diffplex bench` suite at a tiny size on the tiny backbone: it runs, writes its JSON and its
+BENCHMARKS.md section (leaving the rest of the file alone), and its figures are consistent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.bench.cli import main
+
+SECTIONS = "# Benchmarks\n\nhand-written text\n\n<!-- bench:engine -->\nengine table\n<!-- /bench:engine -->\n"
+
+
+def _bench(tmp_path: Path, tiny_model_dir: Path, suite: str, *args: str) -> tuple[dict, str]:
+    report, out = tmp_path / "BENCHMARKS.md", tmp_path / f"{suite}.json"
+    if not report.exists():
+        report.write_text(SECTIONS)
+    argv = [suite, "--model", str(tiny_model_dir), "--report", str(report), "--json", str(out), *args]
+    assert main(argv) == 0
+    text = report.read_text()
+    assert "hand-written text" in text and "engine table" in text
+    assert f"<!-- bench:{suite} -->" in text and f"`diffplex bench {suite} --model" in text
+    return json.loads(out.read_text()), text
+
+
+def test_precision_records_why_it_was_skipped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the slow GPU test measures it")
+    results, text = _bench(tmp_path, tiny_model_dir, "precision")
+    assert "no CUDA GPU" in results["skipped"] and "Skipped: no CUDA GPU" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_precision_on_gpu(tmp_path: Path, tiny_model_dir: Path) -> None:
+    args = ("--export", str(tmp_path / "export"), "--requests", "4", "--steps", "2", "--rounds", "1")
+    results, text = _bench(tmp_path, tiny_model_dir, "precision", *args)
+    assert "skipped" not in results, results
+    assert results["ratio"] > 0 and results["pixel_diff"]["max"] < 64
+    assert "fp16 / fp32" in text
+
+
+def test_export(tmp_path: Path, tiny_model_dir: Path) -> None:
+    results, text = _bench(tmp_path, tiny_model_dir, "export")
+    seconds = results["seconds"]
+    assert seconds["total"] >= sum(v for k, v in seconds.items() if "." in k) > 0
+    assert {"export.unet_cfg", "optimize.unet_cfg", "export.text_encoder"} <= set(seconds)
+    assert results["bytes"] > 0 and "| unet_cfg |" in text
+
+
+def test_hotload(tmp_path: Path, tiny_model_dir: Path) -> None:
+    results, text = _bench(tmp_path, tiny_model_dir, "hotload", "--adapters", "2", "--steps", "1", "--rank", "2")
+    assert results["counters"] == {"cache_misses": 2, "cache_hits": 2}  # each cold use missed, each warm use hit
+    for key in ("upload", "cold_use", "warm_use", "no_adapter", "upload_to_image"):
+        assert 0 < results["latency"][key]["p50_ms"] <= results["latency"][key]["p99_ms"]
+    assert "cold / warm use" in text
+
+
+def test_memory(tmp_path: Path, tiny_model_dir: Path) -> None:
+    results, text = _bench(tmp_path, tiny_model_dir, "memory", "--counts", "2,5", "--bounded-mib", "0.001")
+    default, bounded = results["runs"]["default"], results["runs"]["bounded"]
+    assert [p["adapters"] for p in default] == [0, 2, 5]
+    assert [p["cached"] for p in default] == [0, 2, 5] and default[-1]["evicted"] == 0
+    assert default[2]["cache_bytes"] > default[1]["cache_bytes"] > 0
+    # a budget below one adapter keeps only the newest: the byte bound holds, the rest is evicted
+    assert [p["cached"] for p in bounded] == [0, 1, 1] and bounded[-1]["evicted"] == 4
+    assert bounded[-1]["cache_bytes"] == default[-1]["cache_bytes"] / 5
+    assert "RSS KiB / adapter" in text
+
+
+def test_profile(tmp_path: Path, tiny_model_dir: Path) -> None:
+    results, text = _bench(tmp_path, tiny_model_dir, "profile", "--requests", "2", "--steps", "2", "--cprofile", "5")
+    stages = results["stages_s"]
+    assert stages["U-Net"] > 0 and stages["text encoder"] > 0 and stages["VAE decode"] > 0
+    assert results["http"]["latency_s"] >= results["http"]["server_total_s"] > 0
+    assert len(results["engine"]["top_functions"]) == 5
+    assert "| U-Net |" in text and "Top functions" in text
