@@ -28,6 +28,13 @@ def _missing(job_id: str) -> ApiError:
     return not_found(f"job {job_id!r}")
 
 
+def _found(job_id: str, record: object) -> object:
+    """`record`, or the same 404 as a missing job (an unknown id, another tenant's job or a malformed id)."""
+    if record is None:
+        raise _missing(job_id)
+    return record
+
+
 def view(record: JobRecord) -> dict[str, Any]:
     return JobView(
         id=record.id,
@@ -59,12 +66,8 @@ async def create_job(params: ImageParams, request: Request, tenant: Tenant, mode
     responses=errors(*AUTHENTICATED, 404),
 )
 async def get_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
-    if not JOB_ID.fullmatch(job_id):
-        raise _missing(job_id)
-    record = await model.jobs.get(tenant, job_id)
-    if record is None:
-        raise _missing(job_id)
-    return view(record)
+    record = await model.jobs.get(tenant, job_id) if JOB_ID.fullmatch(job_id) else None
+    return view(_found(job_id, record))
 
 
 @router.delete(
@@ -75,12 +78,8 @@ async def get_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
 )
 async def cancel_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
     """Cancels a queued or running job; a finished one is returned unchanged."""
-    if not JOB_ID.fullmatch(job_id):
-        raise _missing(job_id)
-    record = await model.jobs.cancel(tenant, job_id)
-    if record is None:
-        raise _missing(job_id)
-    return view(record)
+    record = await model.jobs.cancel(tenant, job_id) if JOB_ID.fullmatch(job_id) else None
+    return view(_found(job_id, record))
 
 
 @router.get(
