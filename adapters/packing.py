@@ -4,18 +4,18 @@ Per graph (`unet`, `text_encoder`), for its i-th LoRA target (`BackboneSpec.targ
 `lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the U-Net's j-th transformer block:
 `vpt.{j}` [S, P, d_j] and `vpt_mask.{j}` [S, P] (1 = token present). Slot 0 is all zeros: no adapter.
 Rows point at slots with `adapter_slot` [N]. Each distinct adapter set of a batch gets one slot; its
-rows are packed once and kept in an LRU keyed by a hash of the set.
+rows are packed once and kept in an LRU keyed by a hash of the set, bounded by the bytes of its tensors.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from adapters.byte_lru import ByteLRU, tensor_bytes
 from adapters.errors import AdapterError, listing
 from adapters.lora import lora_rows
 from adapters.spec import COMPONENTS, BackboneSpec
@@ -63,6 +63,16 @@ class SlotRows:
         """Nothing in the banks (no adapters, or textual inversion only): the set runs in slot 0."""
         return not self.lora and self.vpt is None
 
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self._tensors())
+
+    def _tensors(self) -> Iterator[torch.Tensor]:
+        for pair in self.lora.values():
+            yield from pair
+        for pair in self.vpt or ():
+            yield from pair
+
 
 def pack_rows(adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int, max_vpt_tokens: int) -> SlotRows:
     adapter_set = adapter_set or ()
@@ -73,24 +83,35 @@ def pack_rows(adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int,
 
 
 class PackedRowCache:
-    """LRU of packed rows per (backbone, R, P, adapter set): a repeated set costs a dict lookup."""
+    """LRU of packed rows per (backbone, R, P, adapter set), bounded by the bytes of the rows it holds: a
+    repeated set costs a dict lookup. A set whose rows alone exceed the bound is packed on every use."""
 
-    def __init__(self, max_entries: int = 256) -> None:
-        self.max_entries = max_entries
-        self._rows: OrderedDict[tuple[str, int, int, str], SlotRows] = OrderedDict()
+    def __init__(self, max_bytes: int) -> None:
+        self._rows: ByteLRU[tuple[str, int, int, str], SlotRows] = ByteLRU(max_bytes)
 
     def __len__(self) -> int:
         return len(self._rows)
 
+    @property
+    def max_bytes(self) -> int:
+        return self._rows.max_bytes
+
+    @property
+    def bytes(self) -> int:
+        """Held now (<= max_bytes)."""
+        return self._rows.bytes
+
+    @property
+    def evictions(self) -> int:
+        return self._rows.evictions
+
     def get(self, adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int, max_vpt_tokens: int) -> SlotRows:
         key = (spec.fingerprint, max_rank, max_vpt_tokens, adapter_set_key(adapter_set))
         if (rows := self._rows.get(key)) is not None:
-            self._rows.move_to_end(key)
             return rows
         rows = pack_rows(adapter_set, spec, max_rank, max_vpt_tokens)
-        self._rows[key] = rows
-        while len(self._rows) > self.max_entries:
-            self._rows.popitem(last=False)
+        if not rows.is_empty:  # no tensors: as cheap to pack again, and many would be held for 0 bytes
+            self._rows.put(key, rows, rows.nbytes)
         return rows
 
     def clear(self) -> None:
@@ -107,6 +128,10 @@ class PackedBanks:
     def for_component(self, component: str) -> dict[str, torch.Tensor]:
         return self.unet if component == "unet" else self.text_encoder
 
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes([*self.unet.values(), *self.text_encoder.values(), self.adapter_slot])
+
 
 def pack_banks(
     row_sets: Sequence[AdapterSet | None],
@@ -115,15 +140,20 @@ def pack_banks(
     max_vpt_tokens: int,
     cache: PackedRowCache | None = None,
     dtype: torch.dtype = torch.float32,
+    components: Sequence[str] = COMPONENTS,
 ) -> PackedBanks:
-    """One adapter set per batch row (None / empty = no adapter) -> banks with one slot per distinct set."""
+    """One adapter set per batch row (None / empty = no adapter) -> banks with one slot per distinct set.
+
+    Only the graphs in `components` get banks (the others' stay empty): the engine runs the text encoder
+    and the U-Net at different times, and banks it would not pass to a graph are memory for nothing.
+    """
     slots: list[SlotRows] = []
     slot_of: dict[str, int] = {}
     adapter_slot = []
     for adapter_set in row_sets:
         rows = (
             cache.get(adapter_set, spec, max_rank, max_vpt_tokens)
-            if cache
+            if cache is not None  # not `if cache`: an empty cache is falsy (len 0) and would never fill
             else pack_rows(adapter_set, spec, max_rank, max_vpt_tokens)
         )
         if rows.is_empty:
@@ -133,8 +163,9 @@ def pack_banks(
             slot_of[rows.key] = len(slots) + 1
             slots.append(rows)
         adapter_slot.append(slot_of[rows.key])
-    banks = {c: _lora_banks(spec, c, slots, max_rank, dtype) for c in COMPONENTS}
-    banks["unet"] |= _vpt_banks(spec, slots, max_vpt_tokens, dtype)
+    banks = {c: _lora_banks(spec, c, slots, max_rank, dtype) if c in components else {} for c in COMPONENTS}
+    if "unet" in components:
+        banks["unet"] |= _vpt_banks(spec, slots, max_vpt_tokens, dtype)
     return PackedBanks(
         unet=banks["unet"],
         text_encoder=banks["text_encoder"],

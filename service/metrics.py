@@ -51,6 +51,12 @@ class Metrics:
         self.cache_evictions = Counter(
             "diffplex_adapter_cache_evictions_total", "adapters dropped", ["reason"], registry=r
         )
+        self.packed_cache_bytes = Gauge(
+            "diffplex_packed_cache_bytes",
+            "bytes of packed adapter tensors the engine keeps between batches (rows per set, banks per batch)",
+            ["cache"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "diffplex_rate_limited_total", "requests refused by the per-tenant rate limit", registry=r
         )

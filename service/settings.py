@@ -42,6 +42,12 @@ class EngineSettings(BaseModel):
     lora_rank: int = 16  # R of the PyTorch backend's banks (exported backends read theirs from the manifest)
     vpt_tokens: int = 8  # P, likewise
     threads: int | None = None
+    # Packed adapter tensors the engine keeps between batches, bounded in bytes (LRU), on top of
+    # `adapter_cache_bytes`. Rows: one padded copy per recent adapter set, about the adapter's size, so a
+    # quarter of the adapter cache covers the sets of the running requests with room to spare. Banks: one
+    # per recent batch composition, every LoRA target of the U-Net for each of its slots, so they get more.
+    row_cache_bytes: int = Field(128 * MiB, ge=0)
+    bank_cache_bytes: int = Field(256 * MiB, ge=0)
 
 
 class JobSettings(BaseModel):
@@ -64,6 +70,19 @@ class WorkerSettings(BaseModel):
     max_attempts: int = 3  # runs of one job (it crashed its worker each time) before it is failed
 
 
+class RedisClientSettings(BaseModel):
+    """How long a Redis command may wait. A Redis that is down, restarting or frozen must not hold requests:
+    the command gives up, the API answers 503 + Retry-After, and the client retries later."""
+
+    connect_timeout_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)  # a reply; a worker adds its XREADGROUP block time (stores/open.py)
+    # Retries of a command whose connection failed (refused, reset): after a restart each pooled connection
+    # is stale once, and one retry on a fresh one hides that. Timeouts are not retried: that is a slow or
+    # frozen Redis, where waiting again only delays the 503.
+    retries: int = Field(1, ge=0)
+    retry_backoff_s: float = Field(0.05, ge=0)  # retry n waits this x 2^n (redis-py ExponentialBackoff)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DIFFPLEX_", env_nested_delimiter="__", extra="ignore")
 
@@ -72,6 +91,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".work/data")
     redis_url: str | None = None  # None: the embedded LocalStore in `data_dir`
     redis_prefix: str = "diffplex:"
+    redis_client: RedisClientSettings = Field(default_factory=RedisClientSettings)
     # api: enqueue only (needs Redis); worker: `diffplex worker`; all: serve and run (embedded default)
     role: Literal["all", "api", "worker"] = "all"
     admin_key: SecretStr | None = None  # None in embedded mode: generated into data_dir/admin_key

@@ -49,8 +49,13 @@ def build_engine(settings: Settings, metrics: Metrics, start: bool = True) -> En
         max_rows=settings.engine.max_rows,
         max_queue=settings.engine.max_queue,
         max_active=settings.engine.max_active,
+        row_cache_bytes=settings.engine.row_cache_bytes,
+        bank_cache_bytes=settings.engine.bank_cache_bytes,
     )
     engine = Engine(InstrumentedRuntime(runtime, metrics), config)
+    # Read at scrape time: the engine thread owns these caches and needs no metrics of its own.
+    metrics.packed_cache_bytes.labels("rows").set_function(lambda: engine.row_cache.bytes)
+    metrics.packed_cache_bytes.labels("banks").set_function(lambda: engine.bank_cache.bytes)
     if start:
         engine.start()
     return engine

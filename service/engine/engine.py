@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from adapters.byte_lru import ByteLRU
 from adapters.packing import PackedBanks, PackedRowCache, adapter_set_key, pack_banks
 from adapters.types import AdapterSet
 from service.engine.errors import Cancelled, EngineError, QueueFull
@@ -34,6 +35,7 @@ from service.engine.text import PromptEncoder
 from service.runtime.base import Runtime
 
 Progress = Callable[[int, int], None]  # (steps done, steps total)
+MiB = 1 << 20
 
 
 @dataclass
@@ -41,7 +43,9 @@ class EngineConfig:
     max_rows: int = 16  # U-Net rows per call (a guided request counts 2)
     max_queue: int = 256  # queued + active requests; beyond that `submit` raises QueueFull
     max_active: int = 64  # requests holding latents at once
-    bank_cache_entries: int = 64  # packed banks per batch composition
+    # Packed adapter tensors kept between batches, in bytes (service/settings.py says why these sizes):
+    row_cache_bytes: int = 128 * MiB  # rows per adapter set: a new batch composition packs from these
+    bank_cache_bytes: int = 256 * MiB  # banks per batch composition: a repeated composition packs nothing
     idle_wait_s: float = 0.05
     # Comparators for `diffplex bench engine`, off in service: split CFG runs cond and uncond rows as two
     # U-Net calls; request-level batching admits new requests only when the running batch has finished.
@@ -106,9 +110,9 @@ class Engine:
         self.runtime = runtime
         self.info = runtime.info
         self.config = config or EngineConfig()
-        self.row_cache = PackedRowCache()
+        self.row_cache = PackedRowCache(self.config.row_cache_bytes)
         self.text = PromptEncoder(runtime, self.row_cache)
-        self._banks: OrderedDict[tuple[str, ...], PackedBanks] = OrderedDict()
+        self.bank_cache: ByteLRU[tuple[str, ...], PackedBanks] = ByteLRU(self.config.bank_cache_bytes)
         self._queue: deque[_Active] = deque()
         self._active: list[_Active] = []
         self._lock = threading.Lock()
@@ -345,7 +349,7 @@ class Engine:
         """Banks with one slot per distinct adapter set, cached per batch composition."""
         distinct = list(dict.fromkeys(k for k, _ in sets))
         key = tuple(distinct)
-        packed = self._banks.get(key)
+        packed = self.bank_cache.get(key)
         if packed is None:
             chosen = {k: s for k, s in sets}
             packed = pack_banks(
@@ -354,12 +358,9 @@ class Engine:
                 self.info.lora_rank,
                 self.info.vpt_tokens,
                 cache=self.row_cache,
+                components=("unet",),  # the text encoder's banks are packed at admission (text.py)
             )
-            self._banks[key] = packed
-            while len(self._banks) > self.config.bank_cache_entries:
-                self._banks.popitem(last=False)
-        else:
-            self._banks.move_to_end(key)
+            self.bank_cache.put(key, packed, packed.nbytes)
         slot_of = {k: int(packed.adapter_slot[i]) for i, k in enumerate(distinct)}
         return packed, slot_of
 

@@ -36,7 +36,12 @@ class PromptEncoder:
             prompts, tables, self.tokenizer, self.info.token_embedding, self.info.spec.max_length
         )
         packed = pack_banks(
-            adapter_sets, self.info.spec, self.info.lora_rank, self.info.vpt_tokens, cache=self.row_cache
+            adapter_sets,
+            self.info.spec,
+            self.info.lora_rank,
+            self.info.vpt_tokens,
+            cache=self.row_cache,
+            components=("text_encoder",),
         )
         return self.runtime.encode_text(embeds, packed.adapter_slot, packed.text_encoder)
 

@@ -12,7 +12,10 @@ from service.stores.redis_store import RedisStore
 
 def open_store(settings: Settings) -> Store:
     if settings.redis_url:
-        return RedisStore(settings.redis_url, settings.redis_prefix)
+        options = settings.redis_client
+        if settings.role != "api":  # it runs a stream worker, whose XREADGROUP waits block_ms before any reply
+            options = options.model_copy(update={"timeout_s": options.timeout_s + settings.worker.block_ms / 1000})
+        return RedisStore(settings.redis_url, settings.redis_prefix, options)
     return LocalStore(settings.data_dir)
 
 

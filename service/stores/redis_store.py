@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from service import keys
+from service.settings import RedisClientSettings
 from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
@@ -41,14 +42,15 @@ from service.stores.base import (
     TenantRecord,
 )
 from service.stores.quota import check_quota
+from service.stores.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "diffplex:") -> None:
+    def __init__(self, url: str, prefix: str = "diffplex:", options: RedisClientSettings | None = None) -> None:
         self.prefix = prefix
-        self.client = redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30)
+        self.client = redis_client(url, options or RedisClientSettings())
         self.channel = f"{prefix}adapters.changed"
         self._callbacks: list[ChangeCallback] = []
         self._pubsub: redis.client.PubSub | None = None

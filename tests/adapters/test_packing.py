@@ -5,7 +5,7 @@ import torch
 
 from adapters.errors import AdapterError
 from adapters.lora import delta_weight, lora_scale
-from adapters.packing import PackedRowCache, adapter_set_key, pack_banks
+from adapters.packing import PackedRowCache, adapter_set_key, pack_banks, pack_rows
 from adapters.spec import BackboneSpec
 from adapters.types import LoRAAdapter
 from tests.adapters.builders import random_lora, random_ti, random_vpt
@@ -80,8 +80,9 @@ def test_errors(spec: BackboneSpec, adapters: dict) -> None:
 
 
 def test_cache_is_an_lru_keyed_by_content(spec: BackboneSpec, adapters: dict) -> None:
-    cache = PackedRowCache(max_entries=2)
     sets = [[(adapters[name], 1.0)] for name in ("lora", "lora2", "deep")]
+    sizes = [pack_rows(s, spec, R, P).nbytes for s in sets]
+    cache = PackedRowCache(max_bytes=sizes[0] + max(sizes[1:]))  # room for sets[0] and one other
     first = cache.get(sets[0], spec, R, P)
     again = random_lora(spec, [Q, TE_V], rank=4, alpha=8.0, seed=0)  # equal content, another object
     assert cache.get([(again, 1.0)], spec, R, P) is first
@@ -89,6 +90,43 @@ def test_cache_is_an_lru_keyed_by_content(spec: BackboneSpec, adapters: dict) ->
     cache.get(sets[0], spec, R, P)  # refreshes sets[0]
     cache.get(sets[2], spec, R, P)  # evicts sets[1]
     assert len(cache) == 2 and cache.get(sets[0], spec, R, P) is first
+    assert cache.bytes == sizes[0] + sizes[2] <= cache.max_bytes and cache.evictions == 1
     packed = pack_banks([sets[0], sets[2]], spec, R, P, cache=cache)
     assert packed.adapter_slot.tolist() == [1, 2]
     assert cache.get(sets[0], spec, R + 1, P) is not first  # another export shape: packed again
+
+
+def test_cache_bytes_are_the_rows_tensors(spec: BackboneSpec, adapters: dict) -> None:
+    rows = pack_rows([(adapters["lora"], 1.0), (adapters["deep"], 1.0)], spec, R, P)
+    targets = {t.name: t for t in spec.lora_targets}
+    lora = sum((R * targets[name].d_in + targets[name].d_out * R) * 4 for name in (Q, TE_V))  # float32 A, B
+    vpt = sum((P * dim + P) * 4 for dim in spec.vpt_dims)
+    assert rows.nbytes == lora + vpt
+
+
+def test_a_set_larger_than_the_bound_is_packed_but_not_kept(spec: BackboneSpec, adapters: dict) -> None:
+    small, big = [(adapters["lora2"], 1.0)], [(adapters["lora"], 1.0), (adapters["deep"], 1.0)]
+    cache = PackedRowCache(max_bytes=pack_rows(small, spec, R, P).nbytes)
+    cache.get(small, spec, R, P)
+    packed = pack_banks([big, small], spec, R, P, cache=cache)
+    want = pack_banks([big, small], spec, R, P)
+    assert all(torch.equal(packed.unet[k], want.unet[k]) for k in want.unet)  # usable as if cached
+    assert len(cache) == 1 and cache.bytes == cache.max_bytes  # only the small set is kept
+    assert cache.get(big, spec, R, P) is not cache.get(big, spec, R, P)  # packed on every use
+
+
+def test_pack_banks_fills_an_empty_cache(spec: BackboneSpec, adapters: dict) -> None:
+    cache = PackedRowCache(max_bytes=1 << 30)
+    pack_banks([[(adapters["lora"], 1.0)], [(adapters["ti"], 1.0)], None], spec, R, P, cache=cache)
+    assert len(cache) == 1  # the LoRA set; sets without bank rows are not kept (nothing to save)
+
+
+def test_banks_only_for_the_components_asked(spec: BackboneSpec, adapters: dict) -> None:
+    sets = [[(adapters["lora"], 1.0)], [(adapters["deep"], 1.0)]]
+    both = pack_banks(sets, spec, R, P)
+    unet = pack_banks(sets, spec, R, P, components=("unet",))
+    text = pack_banks(sets, spec, R, P, components=("text_encoder",))
+    assert unet.text_encoder == {} and text.unet == {}
+    assert all(torch.equal(unet.unet[k], both.unet[k]) for k in both.unet)
+    assert all(torch.equal(text.text_encoder[k], both.text_encoder[k]) for k in both.text_encoder)
+    assert unet.nbytes + text.nbytes == both.nbytes + both.adapter_slot.nbytes  # each holds its own slot map

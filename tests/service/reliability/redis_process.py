@@ -1,10 +1,12 @@
 """A private `redis-server` for fault tests: its own free port and directory, so stopping it never touches
 the machine's shared Redis on 6379. Append-only with fsync on every write, as a deployment that must not
-lose accepted jobs runs it: a SIGKILL loses nothing that was acknowledged."""
+lose accepted jobs runs it: a SIGKILL loses nothing that was acknowledged. `freeze` / `thaw` stand for a
+Redis that hangs (a stalled host, a partition) instead of refusing connections."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +48,16 @@ class RedisProcess:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def freeze(self) -> None:
+        """A hung Redis (SIGSTOP): the kernel still accepts connections and requests, nothing is answered."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: it answers again, the requests that waited meanwhile first."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """A crash: SIGKILL, no shutdown save (append-only fsync kept every acknowledged write)."""

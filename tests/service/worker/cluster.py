@@ -8,6 +8,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ class Worker(Server):
     """A real `diffplex worker` process; `url` is its health port."""
 
     module = "service.worker.main"
+    consumer = ""  # its name in the stream's consumer group
 
     def log_events(self, message: str) -> list[dict]:
         """The JSON log lines with this message (what the worker wrote before it died, too)."""
@@ -66,9 +68,11 @@ class Cluster:
     def add_worker(self) -> Worker:
         name = f"w{len(getattr(self, 'workers', []))}-{uuid.uuid4().hex[:4]}"
         root = self.root
-        return Worker(
+        worker = Worker(
             self.model_dir, root / f"{name}-data", root / f"{name}.log", DIFFPLEX_WORKER__CONSUMER=name, **self.env
         )
+        worker.consumer = name
+        return worker
 
     def wait_ready(self) -> None:
         for process in [self.api, *self.workers]:
@@ -79,6 +83,13 @@ class Cluster:
         key = admin.post("/v1/admin/tenants", json={"name": name}).json()["api_key"]
         admin.close()
         return httpx.Client(base_url=self.api.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+    def held_by(self, worker: Worker) -> int:
+        """Stream entries delivered to this worker and not acknowledged (its part of XPENDING)."""
+        entries = self.store.client.xpending_range(
+            self.stream.key, self.stream.group, "-", "+", 100_000, consumername=worker.consumer
+        )
+        return len(entries)
 
     def completions(self) -> Counter[str]:
         """How often each job's final record was written, over every worker's log."""
@@ -98,6 +109,11 @@ def kill(process: Server, sig: signal.Signals = signal.SIGKILL) -> None:
     process.process.send_signal(sig)
     if sig in (signal.SIGKILL, signal.SIGTERM):
         process.process.wait(timeout=180)
+
+
+def event_time(event: dict) -> float:
+    """A log line's `ts` (UTC, milliseconds) as a Unix time, to set against `time.time()` taken in the test."""
+    return datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def wait_all_terminal(client: httpx.Client, job_ids: list[str], timeout: float) -> dict[str, dict]:

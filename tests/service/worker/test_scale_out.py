@@ -1,6 +1,8 @@
 """API replica (role "api") + two `diffplex worker`s on the real Redis: every accepted job completes exactly
 once when a worker is SIGKILLed mid-run (its stream entries are reclaimed by the survivor), synchronous requests
-and SSE progress work through the queue, and a SIGTERMed worker finishes its running jobs before it exits 0."""
+and SSE progress work through the queue, and a SIGTERMed worker finishes its running jobs before it exits 0.
+The two faults write their figures to `.work/reliability/` (tests/service/reliability/figures.py), which
+RELIABILITY.md quotes under "Worker faults"."""
 
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ import pytest
 
 from tests.service.api.test_images import b64_pixels
 from tests.service.api.test_jobs import read_events
-from tests.service.worker.cluster import Cluster, kill, wait_all_terminal
+from tests.service.reliability.figures import record
+from tests.service.worker.cluster import Cluster, Worker, event_time, kill, wait_all_terminal
 
 PROMPT = "a red circle on a blue background"
-BODY = {"prompt": PROMPT, "steps": 40, "size": "16x16"}  # long enough for a kill to land mid-run
+IMAGES = 1  # per job: one U-Net row each
+BODY = {"prompt": PROMPT, "n": IMAGES, "steps": 40, "size": "16x16"}  # long enough for a kill to land mid-run
 FAST = {"steps": 2, "size": "16x16"}
 
 
@@ -31,43 +35,85 @@ def cluster(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def crash_one_worker_mid_run(cluster: Cluster, jobs: int) -> None:
+def wait_running(worker: Worker) -> None:
+    deadline = time.monotonic() + 120
+    while not worker.running():  # wait until it holds unfinished work
+        assert time.monotonic() < deadline, worker.logs()
+        time.sleep(0.05)
+
+
+def wait_acknowledged(cluster: Cluster, timeout: float = 15) -> int:
+    """Poll until every entry is acknowledged (the XACK follows the final record by a moment); what is left."""
+    deadline = time.monotonic() + timeout
+    while (left := cluster.stream.pending() + cluster.stream.backlog()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def outcome(cluster: Cluster, done: dict[str, dict]) -> dict[str, int]:
+    """The figures every worker fault reports: each accepted job succeeded exactly once, nothing lost."""
+    completions = cluster.completions()
+    return {
+        "jobs_succeeded": sum(job["status"] == "succeeded" for job in done.values()),
+        "completed_exactly_once": sum(completions[job_id] == 1 for job_id in done),
+        "completed_twice_or_more": sum(completions[job_id] > 1 for job_id in done),
+        "jobs_lost": sum(job["status"] != "succeeded" for job in done.values()),
+        "entries_left_unacknowledged": wait_acknowledged(cluster),
+    }
+
+
+def crash_one_worker_mid_run(cluster: Cluster, jobs: int, figures: str) -> None:
     client = cluster.tenant("acme")
+    submitted_at = time.time()
     ids = []
     for i in range(jobs):
         created = client.post("/v1/jobs", json={**BODY, "seed": 100 + i})
         assert created.status_code == 202, created.text
         ids.append(created.json()["id"])
     victim, survivor = cluster.workers
-    deadline = time.monotonic() + 120
-    while not victim.running():  # wait until the victim holds unfinished work
-        assert time.monotonic() < deadline, victim.logs()
-        time.sleep(0.05)
+    wait_running(victim)
+    killed_at = time.time()
     kill(victim)  # no drain: its running jobs and their stream entries are orphaned
     orphaned = victim.running()
+    held = cluster.held_by(victim)  # still all its own: reclaims wait for 3 s of idleness
     assert orphaned
 
     done = wait_all_terminal(client, ids, timeout=600)
+    recovered_at = time.time()
+    reclaims = [e for e in survivor.log_events("reclaimed a job from a silent worker") if e["job"] in ids]
+    reclaimed = {e["job"] for e in reclaims}
+    record(
+        figures,
+        jobs_submitted=jobs,
+        workers=2,
+        fault={
+            "signal": "SIGKILL",
+            "after_s": round(killed_at - submitted_at, 2),  # from the first submission
+            "jobs_in_flight": len(orphaned),  # started on the victim and unfinished
+            "rows_in_flight": len(orphaned) * IMAGES,
+            "entries_held": held,  # its pending stream entries: in flight or taken and waiting for room
+        },
+        jobs_reclaimed=len(reclaimed),
+        last_reclaim_s=round(max(map(event_time, reclaims), default=killed_at) - killed_at, 2),
+        recovered_s=round(recovered_at - killed_at, 2),  # kill -> every job final (polled every 0.2 s)
+        **outcome(cluster, done),
+    )
     assert {job["status"] for job in done.values()} == {"succeeded"}, [j for j in done.values() if j.get("error")]
     for i, job_id in enumerate(ids):
         assert [d["seed"] for d in done[job_id]["result"]["data"]] == [100 + i]
     completions = cluster.completions()
     assert {job_id: completions[job_id] for job_id in ids} == dict.fromkeys(ids, 1)  # exactly once each
-    reclaimed = {e["job"] for e in survivor.log_events("reclaimed a job from a silent worker")}
     assert orphaned <= reclaimed, (orphaned, reclaimed)
-    deadline = time.monotonic() + 15  # the XACK follows the final record by a moment
-    while cluster.stream.pending() or cluster.stream.backlog():
-        assert time.monotonic() < deadline, "entries left unacknowledged"
-        time.sleep(0.1)
+    assert wait_acknowledged(cluster) == 0, "entries left unacknowledged"
 
 
 def test_a_killed_workers_jobs_complete_exactly_once(cluster: Cluster) -> None:
-    crash_one_worker_mid_run(cluster, jobs=12)
+    crash_one_worker_mid_run(cluster, jobs=12, figures="worker_sigkill")
 
 
 @pytest.mark.slow
 def test_fifty_jobs_survive_a_killed_worker(cluster: Cluster) -> None:
-    crash_one_worker_mid_run(cluster, jobs=50)
+    crash_one_worker_mid_run(cluster, jobs=50, figures="worker_sigkill_50_jobs")
 
 
 def test_sync_requests_and_job_events_go_through_the_workers(cluster: Cluster) -> None:
@@ -123,22 +169,43 @@ def test_sigterm_drains_a_worker(tiny_model_dir: Path, tmp_path: Path) -> None:
     try:
         cluster.wait_ready()
         client = cluster.tenant("drain")
+        submitted_at = time.time()
         ids = [client.post("/v1/jobs", json={**BODY, "seed": i}).json()["id"] for i in range(6)]
         worker = cluster.workers[0]
-        deadline = time.monotonic() + 120
-        while not worker.running():
-            assert time.monotonic() < deadline, worker.logs()
-            time.sleep(0.05)
-        in_flight = worker.running()
+        wait_running(worker)
+        in_flight, held = worker.running(), cluster.held_by(worker)
+        signalled_at = time.time()
         kill(worker, signal.SIGTERM)
-        assert worker.process.returncode == 0, worker.logs()
+        exited_at = time.time()
         finished = {e["job"] for e in worker.log_events("job finished")}
-        assert in_flight <= finished, (in_flight, finished)  # its running rows were finished, not dropped
-        assert cluster.stream.pending() == 0  # and acknowledged (or handed back, never left pending)
+        pending_after_exit = cluster.stream.pending()
 
         cluster.workers.append(cluster.add_worker())
         cluster.workers[-1].wait_ready()
         done = wait_all_terminal(client, ids, timeout=300)
+        record(
+            "worker_sigterm",
+            jobs_submitted=len(ids),
+            workers="1, then a replacement",
+            fault={
+                "signal": "SIGTERM",
+                "after_s": round(signalled_at - submitted_at, 2),
+                "jobs_in_flight": len(in_flight),
+                "rows_in_flight": len(in_flight) * IMAGES,
+                "entries_held": held,  # just before the signal
+            },
+            drain_s=round(exited_at - signalled_at, 2),  # signal -> exit
+            exit_code=worker.process.returncode,
+            finished_while_draining=len(in_flight & finished),
+            finished_by_the_drained_worker=len(finished & set(ids)),
+            handed_back=len(set(ids) - finished),  # run by the replacement
+            pending_after_exit=pending_after_exit,
+            recovered_s=round(time.time() - signalled_at, 2),  # signal -> every job final, replacement start included
+            **outcome(cluster, done),
+        )
+        assert worker.process.returncode == 0, worker.logs()
+        assert in_flight <= finished, (in_flight, finished)  # its running rows were finished, not dropped
+        assert pending_after_exit == 0  # and acknowledged (or handed back, never left pending)
         assert {job["status"] for job in done.values()} == {"succeeded"}
         assert {job_id: cluster.completions()[job_id] for job_id in ids} == dict.fromkeys(ids, 1)
     finally:
