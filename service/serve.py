@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config=None,  # our JSON logging, configured above
         access_log=False,  # the request middleware logs each request with its id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=settings.keep_alive_s,
     )
     return 0
 

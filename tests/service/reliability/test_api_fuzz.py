@@ -87,7 +87,7 @@ def test_short_fuzz_finds_no_5xx_and_no_undocumented_answer(shared_server: Serve
 
 @pytest.mark.slow
 def test_fuzz_at_least_1000_cases(shared_server: Server) -> None:
-    per_operation = int(os.environ.get("DIFFPLEX_FUZZ_CASES_PER_OPERATION", "60"))
+    per_operation = int(os.environ.get("DIFFPLEX_FUZZ_CASES_PER_OPERATION", "150"))
     tried = fuzz(shared_server, per_operation, derandomize=False)
     total = sum(tried.values())
     record("api_fuzz", cases=total, operations=len(tried), per_operation=dict(sorted(tried.items())))
