@@ -9,7 +9,10 @@ SSE) and is written to the store on each heartbeat, where other replicas read it
 With Redis, jobs go through the job stream instead (stores/job_stream.py): `create` enqueues, and the
 `diffplex worker`s (or the in-process worker of role "all", service/worker/) take them with `start_stored`.
 Every write after the creation is conditional (stores/job_updates.py): a runner that lost its job (presumed
-dead and reclaimed) stops at its next heartbeat, and the final record is written once.
+dead and reclaimed) stops at its next heartbeat, and the final record is written once. A job carries its
+tenant's epoch (stores/base.py): once the tenant is deleted, its store writes raise TenantGone and the run is
+dropped (its engine rows cancelled, its images and record never written), even if a tenant of the same name
+exists again by then.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from service.params import ImageParams
 from service.results import render
 from service.runner import Batch, Runner
 from service.settings import Settings
-from service.stores.base import JobRecord, Store
+from service.stores.base import JobRecord, Store, TenantGone, check_epoch
 from service.stores.job_stream import JobStream
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class LiveJob:
         self.record = record
         self.batch: Batch | None = None
         self.lost = False  # another runner owns or finished the job: this run ends without writing
+        self.orphaned = False  # its tenant was deleted: this run ends without writing
         self.dirty = True
         self.version = 0
         self.lock = asyncio.Lock()  # one write at a time: a heartbeat never lands after the final state
@@ -83,6 +87,10 @@ class LiveJob:
             await asyncio.wait_for(self._changed.wait(), timeout)
             return True
         return False
+
+
+def log_dropped(job_id: str, tenant: str) -> None:
+    log.info("job of a deleted tenant dropped", extra={"job": job_id, "tenant": tenant})
 
 
 def error_body(error: BaseException) -> dict[str, Any]:
@@ -143,6 +151,8 @@ class JobManager:
     ) -> JobRecord:
         """Validated and queued before it is acknowledged: a 4xx or 503 here means nothing was accepted.
         `image` (the uploaded file) and `strength` make it image-to-image."""
+        incarnation = await asyncio.to_thread(self.store.get_tenant, tenant)
+        epoch = check_epoch(tenant, None, None if incarnation is None else incarnation.epoch)  # deleted meanwhile?
         pixels = None if image is None else await asyncio.to_thread(decode_image, image)
         plan = await asyncio.to_thread(self.planner, params, tenant, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images
@@ -152,6 +162,7 @@ class JobManager:
         record = JobRecord(
             id=f"job_{secrets.token_hex(12)}",
             tenant=tenant,
+            epoch=epoch,
             request=request,
             owner="" if self.stream is not None else self.replica,  # a worker becomes the owner
             total=sum(r.steps for r in plan.requests),
@@ -205,16 +216,22 @@ class JobManager:
                 self.store,
                 record.request.get("base_url", ""),
                 self.ttl_s,
+                record.epoch,  # refused once the tenant is deleted, whoever has its name now
             )
             record.result = {"created": int(time.time()), "data": data}
             record.status, record.step = "succeeded", record.total
         except Cancelled:
             record.status, record.error = "cancelled", CANCELLED
+        except TenantGone:
+            live.orphaned = True
         except Exception as error:  # noqa: BLE001 - recorded on the job: the client reads it there
             log.warning("job failed", extra={"job": record.id, "error": str(error)})
             record.status, record.error = "failed", error_body(error)
         live.touch()
         try:
+            if live.orphaned:  # engine rows finished or cancelled; their output goes nowhere
+                log_dropped(record.id, record.tenant)
+                return True  # nothing will ever be written: its queue entry may be acknowledged
             if live.lost:
                 log.info("duplicate run dropped", extra={"job": record.id, "owner": self.replica})
                 return False
@@ -233,6 +250,9 @@ class JobManager:
                 stored = await asyncio.to_thread(self.store.get_job, record.tenant, record.id)
                 log.info("job was finished elsewhere", extra={"job": record.id, "owner": self.replica})
                 return stored is None or stored.terminal
+            except TenantGone:
+                log_dropped(record.id, record.tenant)
+                return True
             except Exception:  # noqa: BLE001 - a store hiccup: try again
                 log.exception("could not write the job's outcome", extra={"job": record.id})
                 await asyncio.sleep(0.5 * 2**attempt)
@@ -242,7 +262,7 @@ class JobManager:
         """Write progress and heartbeat; read back a cancel request made on another replica, or that the job
         is no longer ours. False when the store could not be written (the next heartbeat tries again)."""
         async with live.lock:
-            if live.record.terminal or live.lost:
+            if live.record.terminal or live.lost or live.orphaned:
                 return True  # the final write is `finish`'s
             live.record.heartbeat = time.time()
             live.dirty = False
@@ -255,6 +275,10 @@ class JobManager:
                     live.record.cancel_requested = stored.cancel_requested
                     if live.batch is not None:
                         live.batch.cancel()
+            except TenantGone:
+                live.orphaned = True  # its rows are freed at the engine's next tick; `_run` writes nothing
+                if live.batch is not None:
+                    live.batch.cancel()
             except Exception:  # noqa: BLE001 - a store hiccup: the next heartbeat writes again
                 log.exception("could not persist job", extra={"job": snapshot.id})
                 live.dirty = True
@@ -286,7 +310,10 @@ class JobManager:
             await self.start_stored(record)
         except QueueFull:
             record.heartbeat = 0.0  # claimable again on the next round, here or elsewhere
-            await asyncio.to_thread(self.store.put_job, record, self.ttl_s)
+            try:
+                await asyncio.to_thread(self.store.put_job, record, self.ttl_s)
+            except TenantGone:
+                log_dropped(record.id, record.tenant)
 
     async def start_stored(self, record: JobRecord) -> asyncio.Task[bool] | None:
         """Start a stored job this replica now owns (claimed). Its task says whether the record ended final;
@@ -308,10 +335,13 @@ class JobManager:
 
     # -- reading and cancelling ---------------------------------------------------------------------------
     async def get(self, tenant: str, job_id: str) -> JobRecord | None:
+        """The store says whether `tenant` may see the job (its own, of its current epoch); a job running here
+        answers with its live progress, fresher than the last heartbeat."""
+        stored = await asyncio.to_thread(self.store.get_job, tenant, job_id)
         live = self.live.get(job_id)
-        if live is not None:
-            return live.record.model_copy() if live.record.tenant == tenant else None
-        return await asyncio.to_thread(self.store.get_job, tenant, job_id)
+        if stored is not None and live is not None and not live.orphaned:
+            return live.record.model_copy()
+        return stored
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord | None:
         record = await asyncio.to_thread(self.store.request_cancel, tenant, job_id)

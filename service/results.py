@@ -19,15 +19,17 @@ def render(
     store: Store,
     base_url: str,
     ttl_s: int,
+    epoch: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Blocking (PNG encoding, store writes): call it from a worker thread."""
+    """Blocking (PNG encoding, store writes): call it from a worker thread. `epoch`: the tenant incarnation a
+    job's files belong to (None: the current one); TenantGone once it was deleted."""
     items = []
     for result in results:
         png = encode_png(result.image)
         item: dict[str, Any] = {"seed": result.seed, "timings": {k: round(v, 4) for k, v in result.timings.items()}}
         if response_format == "url":
             file_id = f"img_{secrets.token_hex(12)}"
-            store.put_file(tenant, file_id, png, ttl_s)
+            store.put_file(tenant, file_id, png, ttl_s, epoch)
             item["url"] = f"{base_url.rstrip('/')}/v1/files/{file_id}.png"
         else:
             item["b64_json"] = base64.b64encode(png).decode()

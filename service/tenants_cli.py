@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="create a tenant and print its API key (shown only once)")
     create.add_argument("name")
-    delete = sub.add_parser("delete", help="delete a tenant, its keys and its adapters")
+    delete = sub.add_parser("delete", help="delete a tenant, its keys, adapters, jobs and files")
     delete.add_argument("name")
     sub.add_parser("list", help="list tenants as JSON lines")
     args = parser.parse_args(argv)

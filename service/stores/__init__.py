@@ -9,6 +9,7 @@ from service.stores.base import (
     QuotaExceeded,
     Store,
     StoreError,
+    TenantGone,
     TenantRecord,
 )
 from service.stores.local import LocalStore
@@ -26,6 +27,7 @@ __all__ = [
     "RedisStore",
     "Store",
     "StoreError",
+    "TenantGone",
     "TenantRecord",
     "open_store",
 ]

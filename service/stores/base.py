@@ -5,10 +5,20 @@ windows and an "adapter changed" notification.
 Two implementations: `LocalStore` (a directory; the embedded default) and `RedisStore`. Every method that
 takes a tenant only ever touches that tenant's namespace, so scoping is enforced here and not in each
 route.
+
+A tenant name can be deleted and created again, possibly for another customer, so jobs and files belong to
+one *incarnation* of the name: its `epoch`, a random id given at creation. Deleting a tenant removes its
+job records and files, and every job or file write checks, atomically with the write, that the epoch it
+was made for is still the tenant's current one (`TenantGone` otherwise); reads only see records of the
+current epoch. Deletion alone would race with a worker that finishes a deleted tenant's job just after the
+delete (its late write would land in the re-created tenant's namespace); epochs alone would keep the old
+data stored until it expires. Together, nothing of a deleted tenant is kept, and nothing written late
+reaches a later tenant of the same name.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
@@ -32,6 +42,19 @@ class NotFound(StoreError):
     """The tenant (or adapter) the write is for does not exist."""
 
 
+class TenantGone(NotFound):
+    """The tenant incarnation a job or file belongs to was deleted (the name may exist again: a new tenant,
+    a new epoch). Its writes are refused; a runner drops the job. Over HTTP, a 404 like `NotFound`."""
+
+
+def check_epoch(tenant: str, epoch: str | None, current: str | None) -> str:
+    """The epoch to write under: `epoch`, or the current one when None, as long as it is the tenant's current
+    epoch (`current`, None when the tenant does not exist); TenantGone otherwise."""
+    if current is None or epoch not in (None, current):
+        raise TenantGone(f"tenant {tenant!r} was deleted, and its jobs and files with it")
+    return current
+
+
 class QuotaExceeded(StoreError):
     """A tenant's adapter count or bytes would go over its quota; the message says which and by how much."""
 
@@ -44,6 +67,14 @@ class Quota(BaseModel):
 class TenantRecord(BaseModel):
     name: str
     created: float = Field(default_factory=time.time)
+    # this incarnation of the name (random, set by `create_tenant`): job records carry it and files are
+    # stored under it; "" for tenants created before epochs existed
+    epoch: str = ""
+
+    @classmethod
+    def new(cls, name: str) -> TenantRecord:
+        """A new incarnation of `name`: 64 random bits, so a deleted one's epoch never comes back."""
+        return cls(name=name, epoch=secrets.token_hex(8))
 
 
 class AdapterMeta(BaseModel):
@@ -62,6 +93,7 @@ class AdapterMeta(BaseModel):
 class JobRecord(BaseModel):
     id: str
     tenant: str
+    epoch: str = ""  # the tenant incarnation it belongs to (TenantRecord.epoch): a later one never sees it
     status: JobStatus = "queued"
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
@@ -86,7 +118,11 @@ class Store(Protocol):
         """Create `name` and return its first API key (the only time it is visible); Conflict if it exists."""
 
     def delete_tenant(self, name: str) -> bool:
-        """Delete the tenant, its keys and adapters (with change notifications); False if it did not exist."""
+        """Delete the tenant, its keys and adapters (with change notifications), its job records and files;
+        False if it did not exist. A job or file write for it that comes later is refused (`TenantGone`)."""
+
+    def get_tenant(self, name: str) -> TenantRecord | None:
+        """The tenant's current incarnation (its `epoch` is what new jobs carry), or None."""
 
     def list_tenants(self) -> list[TenantRecord]: ...
 
@@ -112,31 +148,38 @@ class Store(Protocol):
         returns the function that unsubscribes."""
 
     # -- jobs and files -----------------------------------------------------------------------------------
-    def put_job(self, job: JobRecord, ttl_s: int) -> None: ...
+    def put_job(self, job: JobRecord, ttl_s: int) -> None:
+        """Write the record; TenantGone unless `job.epoch` is its tenant's current epoch."""
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
-        """None for a missing job and for another tenant's (the API answers both with the same 404)."""
+        """None for a missing job, another tenant's and a deleted incarnation's (the API answers all with the
+        same 404)."""
 
     def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None: ...
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         """Take over unfinished jobs whose owner stopped heart-beating (crashed replica): each is claimed
-        by exactly one caller, which runs it again."""
+        by exactly one caller, which runs it again. A deleted incarnation's jobs are removed, not claimed."""
 
     def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
         """A runner's heartbeat, written only while it owns the unfinished job (job_updates.progress); returns
-        the stored record, whose `cancel_requested`, `status` and `owner` tell the runner whether to go on."""
+        the stored record, whose `cancel_requested`, `status` and `owner` tell the runner whether to go on.
+        TenantGone: the job's tenant was deleted, the runner drops it."""
 
     def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
-        """The final write, at most once per job (job_updates.completion); False when refused."""
+        """The final write, at most once per job (job_updates.completion); False when refused, TenantGone
+        when the job's tenant was deleted."""
 
     def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
         """Make `owner` the job's runner and count the attempt (job_updates.claim); a finished job comes back
-        unchanged, a missing one as None."""
+        unchanged, a missing one as None, a deleted incarnation's raises TenantGone."""
 
-    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None: ...
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+        """Store a generated image under the tenant incarnation `epoch` (a job's), or the current one when
+        None (a request answered now); TenantGone when that incarnation was deleted."""
 
-    def get_file(self, tenant: str, file_id: str) -> bytes | None: ...
+    def get_file(self, tenant: str, file_id: str) -> bytes | None:
+        """The image, if the tenant's current incarnation stored it and it has not expired."""
 
     # -- rate limits, health ------------------------------------------------------------------------------
     def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:

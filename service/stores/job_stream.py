@@ -8,7 +8,8 @@ two cannot leave a record no worker will ever see. A worker reads with XREADGROU
 fresh with XCLAIM ... JUSTID (idle time resets: "I am alive"), and XACKs once the job's final record is
 written. Entries a worker holds but stopped touching (it died) are taken over by another with XAUTOCLAIM
 after `stale_after_s`; the job record's conditional writes (stores/job_updates.py) make the second run
-harmless if the first worker was only slow.
+harmless if the first worker was only slow. Deleting a tenant leaves its entries in the stream but deletes
+their records: the worker that reads one finds nothing to run and acknowledges it.
 """
 
 from __future__ import annotations
@@ -54,11 +55,10 @@ class JobStream:
                 raise
 
     def enqueue(self, job: JobRecord, ttl_s: int) -> str:
-        """The record and its entry, atomically; returns the entry id."""
-        with self.client.pipeline(transaction=True) as pipe:
-            self.store.write_job(pipe, job, ttl_s)
-            pipe.xadd(self.key, {"job": job.id, "tenant": job.tenant})
-            *_, entry_id = pipe.execute()
+        """The record and its entry, atomically (TenantGone if its tenant was deleted); returns the entry id."""
+        *_, entry_id = self.store.put_job_with(
+            job, ttl_s, lambda pipe: pipe.xadd(self.key, {"job": job.id, "tenant": job.tenant})
+        )
         return entry_id.decode()
 
     def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:

@@ -1,22 +1,35 @@
 """The rules of a job record's conditional writes, as pure functions both stores apply under their lock
 (LocalStore: `fcntl`; RedisStore: WATCH / MULTI).
 
-Each takes the stored record (None when missing or expired) and returns (what to write or None, what the
+Each takes the stored record (None when missing or expired) and the current epoch of the job's tenant (None
+when the tenant does not exist), read in the same locked step, and returns (what to write or None, what the
 caller gets back). They are what makes a job complete exactly once when two runners raced on it: a worker
-that was presumed dead and came back, or two replicas after a reclaim.
+that was presumed dead and came back, or two replicas after a reclaim; and what keeps a deleted tenant's job
+from being written again after the delete (stores/base.py: epochs).
 """
 
 from __future__ import annotations
 
 import time
 
-from service.stores.base import JobRecord
+from service.stores.base import JobRecord, check_epoch
 
 
-def progress(stored: JobRecord | None, job: JobRecord) -> tuple[JobRecord | None, JobRecord]:
+def require_current(job: JobRecord, current: str | None) -> None:
+    """TenantGone unless the job belongs to its tenant's current incarnation."""
+    check_epoch(job.tenant, job.epoch, current)
+
+
+def visible(stored: JobRecord, tenant: str, current: str | None) -> JobRecord | None:
+    """The record, if `tenant`'s current incarnation (epoch `current`) may see it: its own, of that epoch."""
+    return stored if stored.tenant == tenant and stored.epoch == current else None
+
+
+def progress(stored: JobRecord | None, job: JobRecord, current: str | None) -> tuple[JobRecord | None, JobRecord]:
     """A runner's heartbeat. Written only while the runner still owns an unfinished job; a cancel requested
     meanwhile (on any replica) is kept. The caller gets the record as stored afterwards: terminal or owned
     by someone else means its own run is a duplicate and should stop."""
+    require_current(job, current)
     if stored is not None and (stored.terminal or stored.owner != job.owner or stored.tenant != job.tenant):
         return None, stored
     cancel = job.cancel_requested or bool(stored and stored.cancel_requested)
@@ -24,10 +37,11 @@ def progress(stored: JobRecord | None, job: JobRecord) -> tuple[JobRecord | None
     return merged, merged
 
 
-def completion(stored: JobRecord | None, job: JobRecord) -> tuple[JobRecord | None, bool]:
+def completion(stored: JobRecord | None, job: JobRecord, current: str | None) -> tuple[JobRecord | None, bool]:
     """The final write, at most once per job: refused once the record is terminal. A result is accepted from
     whoever made it first (re-runs make the same images from the stored seed); a failure or cancellation only
     from the job's current owner, so a stale runner cannot fail a job another runner is finishing."""
+    require_current(job, current)
     if stored is not None and (stored.terminal or stored.tenant != job.tenant):
         return None, False
     if stored is not None and job.status != "succeeded" and stored.owner not in ("", job.owner):
@@ -35,11 +49,14 @@ def completion(stored: JobRecord | None, job: JobRecord) -> tuple[JobRecord | No
     return job, True
 
 
-def claim(stored: JobRecord | None, tenant: str, owner: str) -> tuple[JobRecord | None, JobRecord | None]:
+def claim(
+    stored: JobRecord | None, tenant: str, owner: str, current: str | None
+) -> tuple[JobRecord | None, JobRecord | None]:
     """A runner takes a job (first delivery or reclaim): it becomes the owner and the attempt is counted.
     A finished job is returned unchanged (the caller only acknowledges it); a missing one as None."""
     if stored is None or stored.tenant != tenant:
         return None, None
+    require_current(stored, current)
     if stored.terminal:
         return None, stored
     update = {"owner": owner, "heartbeat": time.time(), "attempts": stored.attempts + 1, "status": "queued", "step": 0}

@@ -7,13 +7,17 @@ callbacks: processes sharing the directory still see every change on their next 
 adapter cache checks each adapter's version against the metadata it reads per request.
 
 Layout:
-    tenants/<tenant>.json              {name, created}
-    keys/<key id>.json                 {tenant, salt, digest}
+    tenants/<tenant>.json              {name, created, epoch}
+    keys/<key id>.json                 {tenant, epoch, salt, digest}
     adapters/<tenant>/<name>.json      AdapterMeta
     adapters/<tenant>/<name>.<sha256>  the uploaded file
-    jobs/<id>.json                     JobRecord + expires
-    files/<tenant>/<id>.png            generated images; mtime = expiry time
+    jobs/<tenant>/<id>.json            JobRecord + expires
+    files/<tenant>/<epoch>/<id>.png    generated images; mtime = expiry time
     rates/<tenant>.json                {window, count}
+
+Deleting a tenant removes its adapters/, jobs/ and files/ directories under the lock, and every job or file
+write checks the tenant's epoch under the same lock (stores/base.py: epochs), so a write that comes after
+the delete is refused instead of re-creating a directory the next tenant of that name would read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -41,6 +46,7 @@ from service.stores.base import (
     NotFound,
     Quota,
     TenantRecord,
+    check_epoch,
 )
 from service.stores.quota import check_quota
 
@@ -108,8 +114,21 @@ class LocalStore:
     def _adapter_path(self, tenant: str, name: str, suffix: str) -> Path:
         return self._adapter_dir(tenant) / f"{_safe(ADAPTER_NAME, name)}.{suffix}"
 
-    def _job_path(self, job_id: str) -> Path:
-        return self.root / "jobs" / f"{job_id}.json"
+    def _jobs_dir(self, tenant: str) -> Path:
+        return self.root / "jobs" / _safe(TENANT_NAME, tenant)
+
+    def _job_path(self, tenant: str, job_id: str) -> Path:
+        return self._jobs_dir(tenant) / f"{job_id}.json"
+
+    def _files_dir(self, tenant: str) -> Path:
+        return self.root / "files" / _safe(TENANT_NAME, tenant)
+
+    def _file_path(self, tenant: str, epoch: str, file_id: str) -> Path:
+        return self._files_dir(tenant) / epoch / f"{file_id}.png"  # epoch "": files/<tenant>/<id>.png
+
+    def _epoch(self, tenant: str) -> str | None:
+        record = self.get_tenant(tenant)
+        return None if record is None else record.epoch
 
     # -- tenants and keys ---------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> str:
@@ -117,8 +136,9 @@ class LocalStore:
             if self._tenant_path(name).exists():
                 raise Conflict(f"tenant {name!r} exists already")
             api_key, record = keys.new_key()
-            atomic_write(self._tenant_path(name), TenantRecord(name=name).model_dump_json().encode())
-            key = {"tenant": name, "salt": record.salt, "digest": record.digest}
+            tenant = TenantRecord.new(name)
+            atomic_write(self._tenant_path(name), tenant.model_dump_json().encode())
+            key = {"tenant": name, "epoch": tenant.epoch, "salt": record.salt, "digest": record.digest}
             atomic_write(self.root / "keys" / f"{record.key_id}.json", json.dumps(key).encode())
         return api_key
 
@@ -130,14 +150,17 @@ class LocalStore:
                 if (_read_json(path) or {}).get("tenant") == name:
                     path.unlink(missing_ok=True)
             adapters = [p.stem for p in self._adapter_dir(name).glob("*.json")]
-            for path in self._adapter_dir(name).glob("*"):
-                path.unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError, OSError):
-                self._adapter_dir(name).rmdir()
-            self._tenant_path(name).unlink()
+            for directory in (self._adapter_dir(name), self._jobs_dir(name), self._files_dir(name)):
+                if directory.exists():
+                    shutil.rmtree(directory)
+            self._tenant_path(name).unlink()  # last: a delete that failed half-way can be run again
         for adapter in adapters:
             self._notify(name, adapter)
         return True
+
+    def get_tenant(self, name: str) -> TenantRecord | None:
+        raw = _read_json(self._tenant_path(name))
+        return None if raw is None else TenantRecord.model_validate(raw)
 
     def list_tenants(self) -> list[TenantRecord]:
         records = (_read_json(p) for p in sorted((self.root / "tenants").glob("*.json")))
@@ -150,7 +173,8 @@ class LocalStore:
         raw = _read_json(self.root / "keys" / f"{parts[0]}.json")
         if raw is None or not keys.matches(keys.KeyRecord(parts[0], raw["salt"], raw["digest"]), parts[1]):
             return None
-        return raw["tenant"] if self._tenant_path(raw["tenant"]).exists() else None
+        # the key's epoch too: a key left behind never opens a re-created tenant of that name
+        return raw["tenant"] if self._epoch(raw["tenant"]) == raw.get("epoch", "") else None
 
     # -- adapters -----------------------------------------------------------------------------------------
     def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
@@ -205,24 +229,31 @@ class LocalStore:
         return unsubscribe
 
     # -- jobs and files -----------------------------------------------------------------------------------
-    def put_job(self, job: JobRecord, ttl_s: int) -> None:
+    def _write_job(self, job: JobRecord, ttl_s: int) -> None:
+        """The caller holds the lock and has checked the job's epoch."""
         body = job.model_dump(mode="json") | {"expires": time.time() + ttl_s}
-        atomic_write(self._job_path(job.id), json.dumps(body).encode())
+        atomic_write(self._job_path(job.tenant, job.id), json.dumps(body).encode())
 
-    def _load_job(self, job_id: str) -> JobRecord | None:
+    def put_job(self, job: JobRecord, ttl_s: int) -> None:
+        with self._locked():
+            job_updates.require_current(job, self._epoch(job.tenant))
+            self._write_job(job, ttl_s)
+
+    def _load_job(self, tenant: str, job_id: str) -> JobRecord | None:
         if not job_id.replace("-", "").replace("_", "").isalnum():
             return None
-        raw = _read_json(self._job_path(job_id))
+        path = self._job_path(tenant, job_id)
+        raw = _read_json(path)
         if raw is None:
             return None
         if raw.pop("expires", 0) < time.time():
-            self._job_path(job_id).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             return None
         return JobRecord.model_validate(raw)
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
-        job = self._load_job(job_id)
-        return job if job is not None and job.tenant == tenant else None
+        job = self._load_job(tenant, job_id)
+        return None if job is None else job_updates.visible(job, tenant, self._epoch(tenant))
 
     def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None:
         with self._locked():
@@ -231,51 +262,60 @@ class LocalStore:
                 return None
             if not job.terminal:
                 job.cancel_requested = True
-                raw = _read_json(self._job_path(job_id)) or {}
-                self.put_job(job, max(1, int(raw.get("expires", time.time() + 60) - time.time())))
+                raw = _read_json(self._job_path(tenant, job_id)) or {}
+                self._write_job(job, max(1, int(raw.get("expires", time.time() + 60) - time.time())))
         return job
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         claimed = []
         now = time.time()
         with self._locked():
-            for path in (self.root / "jobs").glob("*.json"):
-                job = self._load_job(path.stem)
+            for path in (self.root / "jobs").glob("*/*.json"):
+                job = self._load_job(path.parent.name, path.stem)
                 if job is None or job.terminal or now - job.heartbeat < stale_after_s:
                     continue
+                if job.epoch != self._epoch(job.tenant):  # a deleted tenant's: nobody may run it again
+                    path.unlink(missing_ok=True)
+                    continue
                 job.owner, job.heartbeat = owner, now
-                self.put_job(job, ttl_s)
+                self._write_job(job, ttl_s)
                 claimed.append(job)
         return claimed
 
     def _update_job(
-        self, job_id: str, rule: Callable[[JobRecord | None], tuple[JobRecord | None, Any]], ttl_s: int
+        self,
+        tenant: str,
+        job_id: str,
+        rule: Callable[[JobRecord | None, str | None], tuple[JobRecord | None, Any]],
+        ttl_s: int,
     ) -> Any:
         with self._locked():
-            write, answer = rule(self._load_job(job_id))
+            write, answer = rule(self._load_job(tenant, job_id), self._epoch(tenant))
             if write is not None:
-                self.put_job(write, ttl_s)
+                self._write_job(write, ttl_s)
         return answer
 
     def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
-        return self._update_job(job.id, lambda stored: job_updates.progress(stored, job), ttl_s)
+        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.progress(s, job, e), ttl_s)
 
     def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
-        return self._update_job(job.id, lambda stored: job_updates.completion(stored, job), ttl_s)
+        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.completion(s, job, e), ttl_s)
 
     def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
-        return self._update_job(job_id, lambda stored: job_updates.claim(stored, tenant, owner), ttl_s)
+        return self._update_job(tenant, job_id, lambda s, e: job_updates.claim(s, tenant, owner, e), ttl_s)
 
-    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None:
-        path = self.root / "files" / _safe(TENANT_NAME, tenant) / f"{file_id}.png"
-        atomic_write(path, data)
-        expires = time.time() + ttl_s
-        os.utime(path, (expires, expires))
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+        with self._locked():
+            path = self._file_path(tenant, check_epoch(tenant, epoch, self._epoch(tenant)), file_id)
+            atomic_write(path, data)
+            expires = time.time() + ttl_s
+            os.utime(path, (expires, expires))
 
     def get_file(self, tenant: str, file_id: str) -> bytes | None:
-        if not file_id.replace("-", "").replace("_", "").isalnum():
+        epoch = self._epoch(tenant)
+        if epoch is None or not file_id.replace("-", "").replace("_", "").isalnum():
             return None
-        path = self.root / "files" / _safe(TENANT_NAME, tenant) / f"{file_id}.png"
+        path = self._file_path(tenant, epoch, file_id)
         try:
             if path.stat().st_mtime < time.time():
                 path.unlink(missing_ok=True)

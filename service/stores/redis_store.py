@@ -2,29 +2,37 @@
 
 Keys (all under `prefix`):
     tenants                      set of tenant names
-    tenant:<name>                TenantRecord JSON
-    key:<key id>                 hash {tenant, salt, digest}   (never the key itself)
+    tenant:<name>                TenantRecord JSON (with its epoch)
+    key:<key id>                 hash {tenant, epoch, salt, digest}   (never the key itself)
     tenant_keys:<name>           set of key ids
     adapters:<tenant>            hash name -> AdapterMeta JSON
     blob:<tenant>:<name>:<sha>   the uploaded file
-    job:<id>                     JobRecord JSON, with TTL
+    job:<id>                     JobRecord JSON (tenant, epoch), with TTL
+    tenant_jobs:<name>:<epoch>   sorted set id -> expiry time, of that tenant incarnation's job records
     jobs:open                    sorted set id -> heartbeat, of unfinished jobs
     jobs:stream                  the job queue of `diffplex worker` (stores/job_stream.py)
-    file:<tenant>:<id>           PNG bytes, with TTL
+    file:<tenant>:<epoch>:<id>   PNG bytes, with TTL
     rate:<tenant>:<window>       counter, expires with its window
     channel adapters.changed     "<tenant>\\0<name>" on every adapter write / delete
 
 Read-modify-write sections (quota checks, cancel, claims) use WATCH / MULTI, so two replicas racing on
 the same tenant serialize. Pub/sub only frees cache memory early: the adapter cache re-checks each
 adapter's sha256 against the metadata read per request, so a missed message cannot serve a stale adapter.
+
+Every job and file write WATCHes `tenant:<name>` and checks the epoch it was made for (stores/base.py:
+epochs). Deleting a tenant first takes that record with GETDEL, so a write in flight fails its EXEC, reads
+again and is refused; then it removes the incarnation's jobs (listed in its `tenant_jobs` set, since job keys
+do not name their tenant) and its files (SCAN MATCH on `file:<tenant>:<epoch>:*`, never KEYS). Both are keyed
+by the epoch, so a tenant re-created while the delete runs has other keys and loses nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -40,11 +48,19 @@ from service.stores.base import (
     NotFound,
     Quota,
     TenantRecord,
+    check_epoch,
 )
 from service.stores.quota import check_quota
 from service.stores.redis_client import redis_client
 
 log = logging.getLogger(__name__)
+
+DELETE_BATCH = 500  # keys per UNLINK when a tenant's jobs and files are removed
+
+
+def _glob_literal(text: str) -> str:
+    """`text` matched literally in a SCAN MATCH pattern (the key prefix is configurable: it may hold * ? [ ])."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 class RedisStore:
@@ -59,23 +75,53 @@ class RedisStore:
     def k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    # -- plumbing -----------------------------------------------------------------------------------------
+    def _transact(self, attempt: Callable[[redis.client.Pipeline], Any]) -> Any:
+        """`attempt(pipe)` (WATCH, read, MULTI, write, EXEC) again until no watched key changed under it."""
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    return attempt(pipe)
+                except redis.WatchError:
+                    continue
+
+    def _watch_epoch(self, pipe: redis.client.Pipeline, tenant: str, *watch: str) -> str | None:
+        """WATCH the tenant's record (and `watch`) and read its epoch (None: no such tenant): a delete or a
+        re-creation before EXEC aborts the transaction."""
+        tenant_key = self.k("tenant", tenant)
+        pipe.watch(tenant_key, *watch)
+        raw = pipe.get(tenant_key)
+        return None if raw is None else TenantRecord.model_validate_json(raw).epoch
+
+    def _unlink(self, keys: Iterable[bytes | str]) -> None:
+        batch: list[bytes | str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == DELETE_BATCH:
+                self.client.unlink(*batch)
+                batch = []
+        if batch:
+            self.client.unlink(*batch)
+
     # -- tenants and keys ---------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> str:
         api_key, record = keys.new_key()
-        if not self.client.set(self.k("tenant", name), TenantRecord(name=name).model_dump_json(), nx=True):
+        tenant = TenantRecord.new(name)
+        if not self.client.set(self.k("tenant", name), tenant.model_dump_json(), nx=True):
             raise Conflict(f"tenant {name!r} exists already")
+        key = {"tenant": name, "epoch": tenant.epoch, "salt": record.salt, "digest": record.digest}
         with self.client.pipeline() as pipe:
-            pipe.hset(
-                self.k("key", record.key_id), mapping={"tenant": name, "salt": record.salt, "digest": record.digest}
-            )
+            pipe.hset(self.k("key", record.key_id), mapping=key)
             pipe.sadd(self.k("tenant_keys", name), record.key_id)
             pipe.sadd(self.k("tenants"), name)
             pipe.execute()
         return api_key
 
     def delete_tenant(self, name: str) -> bool:
-        if not self.client.delete(self.k("tenant", name)):
+        raw = self.client.getdel(self.k("tenant", name))  # from here on, writes for this incarnation are refused
+        if raw is None:
             return False
+        epoch = TenantRecord.model_validate_json(raw).epoch
         key_ids = [k.decode() for k in self.client.smembers(self.k("tenant_keys", name))]
         metas = self.list_adapters(name)
         with self.client.pipeline() as pipe:
@@ -86,9 +132,28 @@ class RedisStore:
             pipe.delete(self.k("tenant_keys", name), self.k("adapters", name))
             pipe.srem(self.k("tenants"), name)
             pipe.execute()
+        self._delete_jobs(name, epoch)
+        self._unlink(self.client.scan_iter(match=_glob_literal(self.k("file", name, epoch, "")) + "*", count=1000))
         for meta in metas:
             self._publish(name, meta.name)
         return True
+
+    def _delete_jobs(self, name: str, epoch: str) -> None:
+        """The incarnation's job records, and their places in `jobs:open` (the recovery loop would only drop
+        them later). Their stream entries stay: a worker that reads one finds no record and acknowledges it."""
+        index = self.k("tenant_jobs", name, epoch)
+        ids = [member for member, _ in self.client.zscan_iter(index, count=1000)]
+        for start in range(0, len(ids), DELETE_BATCH):
+            chunk = ids[start : start + DELETE_BATCH]
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.unlink(*(self.k("job", job_id.decode()) for job_id in chunk))
+                pipe.zrem(self.k("jobs", "open"), *chunk)
+                pipe.execute()
+        self.client.unlink(index)
+
+    def get_tenant(self, name: str) -> TenantRecord | None:
+        raw = self.client.get(self.k("tenant", name))
+        return None if raw is None else TenantRecord.model_validate_json(raw)
 
     def list_tenants(self) -> list[TenantRecord]:
         names = sorted(n.decode() for n in self.client.smembers(self.k("tenants")))
@@ -105,8 +170,9 @@ class RedisStore:
         record = keys.KeyRecord(parts[0], raw[b"salt"].decode(), raw[b"digest"].decode())
         if not keys.matches(record, parts[1]):
             return None
-        tenant = raw[b"tenant"].decode()
-        return tenant if self.client.exists(self.k("tenant", tenant)) else None
+        tenant = self.get_tenant(raw[b"tenant"].decode())
+        # the key's epoch too: a key a crashed delete left behind never opens a re-created tenant of that name
+        return tenant.name if tenant is not None and tenant.epoch == raw.get(b"epoch", b"").decode() else None
 
     # -- adapters -----------------------------------------------------------------------------------------
     def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
@@ -199,77 +265,93 @@ class RedisStore:
 
     # -- jobs and files -----------------------------------------------------------------------------------
     def write_job(self, pipe: redis.client.Pipeline, job: JobRecord, ttl_s: int) -> None:
-        """Queue the writes of one job record on `pipe` (also used inside the job stream's transactions)."""
+        """Queue the writes of one job record on `pipe`, inside a transaction that checked its epoch."""
+        now = time.time()
         pipe.set(self.k("job", job.id), job.model_dump_json(), ex=ttl_s)
         if job.terminal:
             pipe.zrem(self.k("jobs", "open"), job.id)
         else:
             pipe.zadd(self.k("jobs", "open"), {job.id: job.heartbeat})
+        index = self.k("tenant_jobs", job.tenant, job.epoch)
+        pipe.zadd(index, {job.id: now + ttl_s})
+        pipe.zremrangebyscore(index, "-inf", now)  # ids whose records expired: the index stays bounded
+        pipe.expire(index, ttl_s, nx=True)  # and goes with the incarnation's last record
+        pipe.expire(index, ttl_s, gt=True)
 
     def put_job(self, job: JobRecord, ttl_s: int) -> None:
-        with self.client.pipeline() as pipe:
+        self.put_job_with(job, ttl_s)
+
+    def put_job_with(
+        self, job: JobRecord, ttl_s: int, also: Callable[[redis.client.Pipeline], object] | None = None
+    ) -> list[Any]:
+        """`put_job`, with more writes queued by `also` in the same MULTI (the job stream's entry); EXEC's
+        answers."""
+
+        def attempt(pipe: redis.client.Pipeline) -> list[Any]:
+            job_updates.require_current(job, self._watch_epoch(pipe, job.tenant))
+            pipe.multi()
             self.write_job(pipe, job, ttl_s)
-            pipe.execute()
+            if also is not None:
+                also(pipe)
+            return pipe.execute()
+
+        return self._transact(attempt)
 
     def _update_job(
-        self, job_id: str, rule: Callable[[JobRecord | None], tuple[JobRecord | None, Any]], ttl_s: int
+        self,
+        tenant: str,
+        job_id: str,
+        rule: Callable[[JobRecord | None, str | None], tuple[JobRecord | None, Any]],
+        ttl_s: int,
     ) -> Any:
-        """Apply a job_updates rule atomically: WATCH the record, decide, write in MULTI (retry on a race)."""
+        """Apply a job_updates rule atomically: WATCH the record and its tenant's, decide, write in MULTI."""
         key = self.k("job", job_id)
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    write, answer = rule(None if raw is None else JobRecord.model_validate_json(raw))
-                    if write is None:
-                        pipe.unwatch()
-                        return answer
-                    pipe.multi()
-                    self.write_job(pipe, write, ttl_s)
-                    pipe.execute()
-                    return answer
-                except redis.WatchError:
-                    continue
+
+        def attempt(pipe: redis.client.Pipeline) -> Any:
+            current = self._watch_epoch(pipe, tenant, key)
+            raw = pipe.get(key)
+            write, answer = rule(None if raw is None else JobRecord.model_validate_json(raw), current)
+            if write is not None:
+                pipe.multi()
+                self.write_job(pipe, write, ttl_s)
+                pipe.execute()
+            return answer
+
+        return self._transact(attempt)
 
     def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
-        return self._update_job(job.id, lambda stored: job_updates.progress(stored, job), ttl_s)
+        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.progress(s, job, e), ttl_s)
 
     def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
-        return self._update_job(job.id, lambda stored: job_updates.completion(stored, job), ttl_s)
+        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.completion(s, job, e), ttl_s)
 
     def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
-        return self._update_job(job_id, lambda stored: job_updates.claim(stored, tenant, owner), ttl_s)
+        return self._update_job(tenant, job_id, lambda s, e: job_updates.claim(s, tenant, owner, e), ttl_s)
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
-        raw = self.client.get(self.k("job", job_id))
-        if raw is None:
+        raw, tenant_raw = self.client.mget([self.k("job", job_id), self.k("tenant", tenant)])
+        if raw is None or tenant_raw is None:
             return None
-        job = JobRecord.model_validate_json(raw)
-        return job if job.tenant == tenant else None
+        current = TenantRecord.model_validate_json(tenant_raw).epoch
+        return job_updates.visible(JobRecord.model_validate_json(raw), tenant, current)
 
     def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None:
         key = self.k("job", job_id)
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        return None
-                    job = JobRecord.model_validate_json(raw)
-                    if job.tenant != tenant:
-                        return None
-                    if job.terminal:
-                        return job
-                    job.cancel_requested = True
-                    ttl = pipe.ttl(key)
-                    pipe.multi()
-                    pipe.set(key, job.model_dump_json(), ex=max(1, ttl))
-                    pipe.execute()
-                    return job
-                except redis.WatchError:
-                    continue
+
+        def attempt(pipe: redis.client.Pipeline) -> JobRecord | None:
+            current = self._watch_epoch(pipe, tenant, key)
+            raw = pipe.get(key)
+            job = None if raw is None else job_updates.visible(JobRecord.model_validate_json(raw), tenant, current)
+            if job is None or job.terminal:
+                return job
+            job.cancel_requested = True
+            ttl = pipe.ttl(key)
+            pipe.multi()
+            pipe.set(key, job.model_dump_json(), ex=max(1, ttl))
+            pipe.execute()
+            return job
+
+        return self._transact(attempt)
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         now = time.time()
@@ -282,30 +364,37 @@ class RedisStore:
                 try:
                     pipe.watch(key, open_jobs)
                     raw = pipe.get(key)
-                    if raw is None:
-                        pipe.multi()
-                        pipe.zrem(open_jobs, job_id)  # expired record
-                        pipe.execute()
-                        continue
-                    job = JobRecord.model_validate_json(raw)
-                    if job.terminal or now - job.heartbeat < stale_after_s:
+                    job = None if raw is None else JobRecord.model_validate_json(raw)
+                    if job is not None and (job.terminal or now - job.heartbeat < stale_after_s):
                         pipe.unwatch()
+                        continue
+                    if job is None or job.epoch != self._watch_epoch(pipe, job.tenant):
+                        pipe.multi()  # an expired record, or a deleted tenant's job: nobody runs it again
+                        pipe.delete(key)
+                        pipe.zrem(open_jobs, job_id)
+                        pipe.execute()
                         continue
                     job.owner, job.heartbeat = owner, now
                     pipe.multi()
-                    pipe.set(key, job.model_dump_json(), ex=ttl_s)
-                    pipe.zadd(open_jobs, {job_id: now})
+                    self.write_job(pipe, job, ttl_s)
                     pipe.execute()
                     claimed.append(job)
                 except redis.WatchError:
                     continue  # another replica claimed it first
         return claimed
 
-    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int) -> None:
-        self.client.set(self.k("file", tenant, file_id), data, ex=ttl_s)
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+        def attempt(pipe: redis.client.Pipeline) -> None:
+            current = check_epoch(tenant, epoch, self._watch_epoch(pipe, tenant))
+            pipe.multi()
+            pipe.set(self.k("file", tenant, current, file_id), data, ex=ttl_s)
+            pipe.execute()
+
+        self._transact(attempt)
 
     def get_file(self, tenant: str, file_id: str) -> bytes | None:
-        return self.client.get(self.k("file", tenant, file_id))
+        record = self.get_tenant(tenant)
+        return None if record is None else self.client.get(self.k("file", tenant, record.epoch, file_id))
 
     # -- rate limits, health ------------------------------------------------------------------------------
     def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:

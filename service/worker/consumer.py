@@ -7,9 +7,10 @@ Three loops on the event loop, every Redis call in a thread:
 - reclaim (every `jobs.recovery_every_s`): XAUTOCLAIM entries idle for `jobs.stale_after_s` (their worker died).
 
 A job is claimed in its record (owner, attempts) before it runs; the JobManager heart-beats it and writes the
-outcome once (stores/job_updates.py). A job that crashed its worker `worker.max_attempts` times is failed
-rather than handed on forever. `drain` stops reading, hands back jobs taken but not started, and lets the
-running ones finish and be acknowledged.
+outcome once (stores/job_updates.py). A job whose tenant was deleted is acknowledged and dropped with a log
+line, whether it was still in the stream (its record is gone) or running (the JobManager drops it). A job
+that crashed its worker `worker.max_attempts` times is failed rather than handed on forever. `drain` stops
+reading, hands back jobs taken but not started, and lets the running ones finish and be acknowledged.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import logging
 from dataclasses import dataclass
 
 from service.engine import Engine, QueueFull
-from service.jobs import CANCELLED, JobManager, error_body
+from service.jobs import CANCELLED, JobManager, error_body, log_dropped
 from service.settings import Settings
-from service.stores.base import JobRecord
+from service.stores.base import JobRecord, TenantGone
 from service.stores.job_stream import Delivery, JobStream
 
 log = logging.getLogger(__name__)
@@ -125,10 +126,20 @@ class StreamWorker:
     async def _take(self, delivery: Delivery) -> None:
         """Claim the job's record, then run it, or settle it at once (finished, cancelled, expired, poison)."""
         ttl = self.settings.limits.job_ttl_s
-        record = await asyncio.to_thread(
-            self.jobs.store.claim_job, delivery.tenant, delivery.job_id, self.consumer, ttl
-        )
-        if record is None or record.terminal:  # expired, or finished by a run presumed dead
+        try:
+            record = await asyncio.to_thread(
+                self.jobs.store.claim_job, delivery.tenant, delivery.job_id, self.consumer, ttl
+            )
+        except TenantGone:  # a deleted tenant's (its name may exist again): never run
+            record = None
+            log_dropped(delivery.job_id, delivery.tenant)
+        else:
+            if record is None:  # deleting a tenant deletes its job records: its queued entries end here
+                log.info(
+                    "job dropped: its record is gone (expired, or its tenant was deleted)",
+                    extra={"job": delivery.job_id, "tenant": delivery.tenant},
+                )
+        if record is None or record.terminal:  # gone, or finished by a run presumed dead
             await asyncio.to_thread(self.stream.ack, delivery.entry_id)
             return
         final = None

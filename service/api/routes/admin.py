@@ -33,7 +33,9 @@ async def list_tenants(state: State) -> dict[str, Any]:
 
 @router.delete("/tenants/{name}", responses=errors(404))
 async def delete_tenant(name: str, state: State) -> dict[str, Any]:
-    """Revokes the tenant's keys and deletes its adapters; its jobs and files expire with their TTL."""
+    """Revokes the tenant's keys and deletes its adapters, job records and generated files. Its jobs still
+    queued or running are dropped by the workers without writing anything, and a tenant created again under
+    this name is a new one (a new epoch, stores/base.py) that sees none of the deleted one's jobs or files."""
     if not await asyncio.to_thread(state.store.delete_tenant, name):
         raise not_found(f"tenant {name!r}")
     return {"tenant": name, "deleted": True}

@@ -1,14 +1,20 @@
 """Tenant isolation: tenant B against every adapter, job and file endpoint of tenant A, by name and by id.
 Each answer must be exactly the answer for a resource that does not exist (same status, same body apart
 from the name), so B learns nothing about A; nothing of A's changes. And every tenant route refuses a
-missing, wrong, malformed or revoked key (a deleted tenant's) with the same 401."""
+missing, wrong, malformed or revoked key (a deleted tenant's) with the same 401.
+
+A tenant deleted and created again under the same name (another customer, perhaps) sees nothing of the
+deleted one: its jobs and files answer like missing ones, and with workers on Redis, the deleted tenant's
+jobs still queued or running at the delete are dropped without writing anything."""
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,7 +26,9 @@ from tests.service.api.adapter_files import lora_file, ti_file, vpt_file
 from tests.service.api.server import ADMIN_KEY, Server
 from tests.service.api.test_images import FAST, assert_error
 from tests.service.api.test_jobs import wait_terminal
-from tests.service.reliability.conftest import admin_client, client_for, new_tenant
+from tests.service.reliability.conftest import admin_client, client_for, data_dir, new_tenant
+from tests.service.reliability.figures import record
+from tests.service.worker.cluster import Cluster, event_time, running_cluster
 
 PROMPT = "a red circle on a blue background"
 ADAPTERS = {"style": "lora", "night": "vpt", "star": "textual_inversion"}  # A's adapters, by name
@@ -205,3 +213,100 @@ def test_admin_routes_refuse_tenant_keys(owner: Owner) -> None:
     assert_error(owner.client.get("/v1/admin/tenants"), 403, "admin key")
     assert_error(owner.client.post("/v1/admin/tenants", json={"name": "sneaky"}), 403, "admin key")
     assert_error(owner.client.delete("/v1/admin/tenants/anyone"), 403, "admin key")
+
+
+def file_id_of(job: dict) -> str:
+    """The id of a finished job's first image (response_format "url")."""
+    return job["result"]["data"][0]["url"].rsplit("/", 1)[1].removesuffix(".png")
+
+
+def recreate(url: str, name: str) -> httpx.Client:
+    """Delete the tenant and create one of the same name: a client with the new tenant's key."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as admin:
+        assert admin.delete(f"/v1/admin/tenants/{name}").json() == {"tenant": name, "deleted": True}
+        created = admin.post("/v1/admin/tenants", json={"name": name})
+    assert created.status_code == 201, created.text
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {created.json()['api_key']}"}, timeout=60)
+
+
+def assert_sees_nothing_of(new: httpx.Client, job_ids: list[str], file_ids: list[str]) -> None:
+    for job_id in job_ids:
+        for probe in BY_JOB_ID.values():
+            assert_same_as_missing(new, probe, job_id, MISSING_JOB)
+    for file_id in file_ids:
+        assert_same_as_missing(new, BY_FILE_ID["GET file"], file_id, MISSING_FILE)
+
+
+def test_a_recreated_tenant_sees_nothing_of_the_deleted_one(shared_server: Server) -> None:
+    name, key = new_tenant(shared_server, "reborn")
+    with client_for(shared_server, key) as old:
+        job_id = post_job(old)
+        file_id = file_id_of(wait_terminal(old, job_id))
+        assert old.get(f"/v1/files/{file_id}.png").status_code == 200
+    with recreate(shared_server.url, name) as new:
+        assert_sees_nothing_of(new, [job_id], [file_id])
+        assert new.get("/v1/adapters").json()["data"] == []
+    left = [p for p in data_dir(shared_server).rglob("*") if job_id in p.name or file_id in p.name]
+    assert left == []  # removed, not only hidden
+
+
+@pytest.fixture
+def cluster(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Cluster]:
+    # one worker, one image at a time: while a long job runs, the next one waits in the stream
+    with running_cluster(tiny_model_dir, tmp_path, workers=1, DIFFPLEX_WORKER__MAX_IMAGES="1") as cluster:
+        yield cluster
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def post_job(client: httpx.Client, **body: object) -> str:
+    created = client.post("/v1/jobs", json={"prompt": PROMPT, "response_format": "url", **FAST, **body})
+    assert created.status_code == 202, created.text
+    return created.json()["id"]
+
+
+def test_a_deleted_tenants_queued_and_running_jobs_are_dropped_by_the_worker(cluster: Cluster) -> None:
+    name = "reborn"
+    (worker,) = cluster.workers
+    with cluster.tenant(name) as old:
+        finished = post_job(old)
+        file_id = file_id_of(wait_terminal(old, finished))
+        running = post_job(old, steps=500)
+        wait_for(lambda: old.get(f"/v1/jobs/{running}").json()["status"] == "running", "the long job never ran")
+        queued = post_job(old)
+        assert cluster.stream.backlog() == 1  # not taken: the worker is full
+    old_epoch = cluster.store.get_tenant(name).epoch  # type: ignore[union-attr]
+
+    def logged(message: str) -> set[str]:
+        return {event["job"] for event in worker.log_events(message)}
+
+    gone = "job dropped: its record is gone (expired, or its tenant was deleted)"
+    deleted_at = time.time()
+    with recreate(cluster.api.url, name) as new:
+        wait_for(lambda: running in logged("job of a deleted tenant dropped"), "the running job was not dropped")
+        wait_for(lambda: queued in logged(gone), "the queued job was not dropped")
+        wait_for(lambda: cluster.stream.pending() + cluster.stream.backlog() == 0, "entries left unacknowledged")
+        old_jobs, old_files = [finished, running, queued], [file_id]
+        assert_sees_nothing_of(new, old_jobs, old_files)
+        written = {running, queued} & logged("job finished")
+        assert not written  # no record, no image
+        words = (*old_jobs, *old_files, old_epoch)
+        left = [k for k in cluster.store.client.scan_iter(f"{cluster.prefix}*") if any(w in k.decode() for w in words)]
+        assert left == []
+        drops = worker.log_events("job of a deleted tenant dropped") + worker.log_events(gone)
+
+        done = wait_terminal(new, post_job(new))  # the worker goes on with the new tenant's work
+        assert done["status"] == "succeeded" and new.get(f"/v1/files/{file_id_of(done)}.png").status_code == 200
+    record(
+        "tenant_recreated",
+        old_ids_answered_404=len(old_jobs) + len(old_files),
+        jobs_dropped=sorted(e["message"] for e in drops if e["job"] in (running, queued)),
+        dropped_within_s=round(max(event_time(e) for e in drops) - deleted_at, 2),
+        results_written_for_dropped_jobs=len(written),
+        old_redis_keys_left=len(left),
+    )

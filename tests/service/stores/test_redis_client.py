@@ -33,6 +33,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 @pytest.fixture
 def store(private_redis: RedisProcess) -> Iterator[RedisStore]:
     store = RedisStore(private_redis.url, f"t-{uuid.uuid4().hex[:8]}:", OPTIONS)
+    store.create_tenant("acme")  # files are stored for an existing tenant only
     store.put_file("acme", "f1", b"png", ttl_s=600)  # a pooled connection exists when the fault comes
     yield store
     store.close()

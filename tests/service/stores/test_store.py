@@ -1,5 +1,6 @@
 """One suite, both stores: the LocalStore on a temporary directory and the RedisStore on the real server
-(DB 15, a unique key prefix deleted afterwards)."""
+(DB 15, a unique key prefix deleted afterwards). A deleted tenant's jobs and files are gone, and a late write
+for it is refused, even once a tenant of the same name exists again (stores/base.py: epochs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from service import keys
 from service.stores import (
     AdapterMeta,
     Conflict,
@@ -22,6 +24,7 @@ from service.stores import (
     QuotaExceeded,
     RedisStore,
     Store,
+    TenantGone,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -56,6 +59,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def meta(name: str, size: int = 10, sha: str = "a" * 64, **kw: object) -> AdapterMeta:
     return AdapterMeta(name=name, kind="lora", size=size, sha256=sha, **kw)
+
+
+def job_of(store: Store, tenant: str, job_id: str, **kw: object) -> JobRecord:
+    """A job record of the tenant's current incarnation (the tenant is created if missing)."""
+    record = store.get_tenant(tenant)
+    if record is None:
+        store.create_tenant(tenant)
+        record = store.get_tenant(tenant)
+    assert record is not None
+    return JobRecord(id=job_id, tenant=tenant, epoch=record.epoch, **kw)
+
+
+def stored_mentions(store: Store, *words: str) -> list[str]:
+    """Every file path or Redis key naming one of `words`, and every unfinished-jobs entry that is one."""
+    if isinstance(store, LocalStore):
+        return [str(p) for p in store.root.rglob("*") if any(w in p.name for w in words)]
+    assert isinstance(store, RedisStore)
+    found = [k.decode() for k in store.client.scan_iter(f"{store.prefix}*") if any(w in k.decode() for w in words)]
+    return found + [w for w in words if store.client.zscore(store.k("jobs", "open"), w) is not None]
 
 
 def test_tenant_keys_authenticate_and_are_never_stored_in_plaintext(store: Store, tmp_path: Path) -> None:
@@ -157,7 +179,8 @@ def test_change_notifications_reach_subscribers_until_they_unsubscribe(store: St
 
 
 def test_jobs_are_scoped_to_their_tenant_and_cancellable(store: Store) -> None:
-    job = JobRecord(id="j1", tenant="a", request={"prompt": "p"}, owner="r1")
+    store.create_tenant("b")
+    job = job_of(store, "a", "j1", request={"prompt": "p"}, owner="r1")
     store.put_job(job, ttl_s=60)
     assert store.get_job("a", "j1") == job
     assert store.get_job("b", "j1") is None
@@ -169,7 +192,7 @@ def test_jobs_are_scoped_to_their_tenant_and_cancellable(store: Store) -> None:
 
 
 def test_jobs_expire(store: Store) -> None:
-    store.put_job(JobRecord(id="short", tenant="a"), ttl_s=1)
+    store.put_job(job_of(store, "a", "short"), ttl_s=1)
     assert store.get_job("a", "short") is not None
     time.sleep(2.1)
     assert store.get_job("a", "short") is None
@@ -177,9 +200,9 @@ def test_jobs_expire(store: Store) -> None:
 
 def test_stale_jobs_are_claimed_once_and_finished_ones_never(store: Store) -> None:
     old = time.time() - 100
-    store.put_job(JobRecord(id="stale", tenant="a", owner="dead", heartbeat=old), ttl_s=60)
-    store.put_job(JobRecord(id="done", tenant="a", owner="dead", heartbeat=old, status="succeeded"), ttl_s=60)
-    store.put_job(JobRecord(id="alive", tenant="a", owner="live"), ttl_s=60)
+    store.put_job(job_of(store, "a", "stale", owner="dead", heartbeat=old), ttl_s=60)
+    store.put_job(job_of(store, "a", "done", owner="dead", heartbeat=old, status="succeeded"), ttl_s=60)
+    store.put_job(job_of(store, "a", "alive", owner="live"), ttl_s=60)
     claimed = store.claim_stale_jobs("me", stale_after_s=30, ttl_s=60)
     assert [j.id for j in claimed] == ["stale"] and claimed[0].owner == "me"
     assert store.claim_stale_jobs("other", stale_after_s=30, ttl_s=60) == []
@@ -187,11 +210,91 @@ def test_stale_jobs_are_claimed_once_and_finished_ones_never(store: Store) -> No
 
 
 def test_files_are_scoped_and_expire(store: Store) -> None:
+    store.create_tenant("a")
+    store.create_tenant("b")
     store.put_file("a", "f1", b"png", ttl_s=1)
     assert store.get_file("a", "f1") == b"png"
     assert store.get_file("b", "f1") is None
     time.sleep(2.1)
     assert store.get_file("a", "f1") is None
+
+
+def test_deleting_a_tenant_removes_its_jobs_and_files_and_a_new_one_of_that_name_sees_none(store: Store) -> None:
+    kept = job_of(store, "other", "job_kept")
+    store.put_job(kept, ttl_s=60)
+    store.put_file("other", "img_kept", b"theirs", ttl_s=60)
+    old = job_of(store, "acme", "job_old", request={"prompt": "secret"}, owner="r1")
+    store.put_job(old, ttl_s=60)
+    store.put_job(job_of(store, "acme", "job_done", status="succeeded"), ttl_s=60)
+    store.put_file("acme", "img_old", b"secret png", ttl_s=60)
+    assert store.get_job("acme", "job_old") == old and store.get_file("acme", "img_old") == b"secret png"
+
+    assert store.delete_tenant("acme")
+    assert stored_mentions(store, "acme", "job_old", "job_done", "img_old", old.epoch) == []  # nothing kept
+    store.create_tenant("acme")
+    new = store.get_tenant("acme")
+    assert new is not None and new.epoch != old.epoch
+    assert store.get_job("acme", "job_old") is None and store.get_job("acme", "job_done") is None
+    assert store.get_file("acme", "img_old") is None
+    assert store.request_cancel("acme", "job_old") is None
+    assert [j.id for j in store.claim_stale_jobs("me", stale_after_s=0, ttl_s=60)] == ["job_kept"]  # not old's
+    assert store.get_file("other", "img_kept") == b"theirs"
+    theirs = store.get_job("other", "job_kept")
+    assert theirs is not None and theirs.model_copy(update={"owner": "", "heartbeat": kept.heartbeat}) == kept
+
+
+def test_late_writes_for_a_deleted_tenant_are_refused_after_it_is_created_again(store: Store) -> None:
+    store.put_job(job_of(store, "acme", "job_run"), ttl_s=60)
+    store.put_job(job_of(store, "acme", "job_queued"), ttl_s=60)
+    running = store.claim_job("acme", "job_run", "worker-a", ttl_s=60)  # a worker runs it as the tenant goes
+    assert running is not None
+    assert store.delete_tenant("acme")
+    store.create_tenant("acme")  # perhaps another customer
+
+    with pytest.raises(TenantGone):
+        store.save_progress(running.model_copy(update={"status": "running", "step": 1}), ttl_s=60)
+    with pytest.raises(TenantGone):
+        store.put_file("acme", "img_late", b"late png", ttl_s=60, epoch=running.epoch)
+    with pytest.raises(TenantGone):
+        store.complete_job(running.model_copy(update={"status": "succeeded", "result": {"data": []}}), ttl_s=60)
+    with pytest.raises(TenantGone):
+        store.put_job(running, ttl_s=60)
+    assert store.claim_job("acme", "job_queued", "worker-b", ttl_s=60) is None  # its record went with the tenant
+    for job_id in ("job_run", "job_queued"):
+        assert store.get_job("acme", job_id) is None
+    assert store.get_file("acme", "img_late") is None
+    assert stored_mentions(store, "job_run", "job_queued", "img_late", running.epoch) == []  # nothing written
+
+    mine = job_of(store, "acme", "job_mine")  # the new tenant works as usual
+    store.put_job(mine, ttl_s=60)
+    store.put_file("acme", "img_mine", b"mine", ttl_s=60)
+    assert store.get_job("acme", "job_mine") == mine and store.get_file("acme", "img_mine") == b"mine"
+
+
+def test_writes_for_a_tenant_that_does_not_exist_are_refused(store: Store) -> None:
+    with pytest.raises(TenantGone):
+        store.put_job(JobRecord(id="job_x", tenant="ghost"), ttl_s=60)
+    with pytest.raises(TenantGone):
+        store.put_file("ghost", "img_x", b"x", ttl_s=60)
+    assert store.get_job("ghost", "job_x") is None and store.get_file("ghost", "img_x") is None
+
+
+def test_a_key_left_behind_by_a_deleted_tenant_does_not_open_a_new_one_of_that_name(store: Store) -> None:
+    key = store.create_tenant("acme")
+    key_id = keys.split_key(key)[0]  # type: ignore[index]
+    if isinstance(store, LocalStore):
+        path = store.root / "keys" / f"{key_id}.json"
+        saved = path.read_bytes()
+    else:
+        assert isinstance(store, RedisStore)
+        saved_hash = store.client.hgetall(store.k("key", key_id))
+    assert store.delete_tenant("acme")
+    store.create_tenant("acme")
+    if isinstance(store, LocalStore):  # as a delete that crashed before removing the keys would leave it
+        path.write_bytes(saved)
+    else:
+        store.client.hset(store.k("key", key_id), mapping=saved_hash)
+    assert store.authenticate(key) is None
 
 
 def test_rate_limit_counts_per_tenant_per_window(store: Store) -> None:

@@ -8,6 +8,8 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,6 +105,17 @@ class Cluster:
         for key in client.scan_iter(f"{self.prefix}*"):
             client.delete(key)
         client.close()
+
+
+@contextmanager
+def running_cluster(model_dir: Path, root: Path, workers: int, **env: str) -> Iterator[Cluster]:
+    """A started cluster (API replica and workers ready), stopped and its Redis keys deleted afterwards."""
+    cluster = Cluster(model_dir, root, workers, **env)
+    try:
+        cluster.wait_ready()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def kill(process: Server, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -35,12 +35,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, redis_store: RedisStor
     return LocalStore(tmp_path) if request.param == "local" else redis_store
 
 
-def queued(job_id: str = "job_1") -> JobRecord:
-    return JobRecord(id=job_id, tenant="acme", request={"params": {"prompt": "x"}})
+def queued(store: Store, job_id: str = "job_1") -> JobRecord:
+    """A new job of tenant "acme" (created on first use: a job carries its tenant's epoch)."""
+    tenant = store.get_tenant("acme")
+    if tenant is None:
+        store.create_tenant("acme")
+        tenant = store.get_tenant("acme")
+    assert tenant is not None
+    return JobRecord(id=job_id, tenant="acme", epoch=tenant.epoch, request={"params": {"prompt": "x"}})
 
 
 def test_a_reclaimed_job_completes_once(store: Store) -> None:
-    store.put_job(queued(), TTL)
+    store.put_job(queued(store), TTL)
     first = store.claim_job("acme", "job_1", "worker-a", TTL)
     assert first is not None and first.owner == "worker-a" and first.attempts == 1
     second = store.claim_job("acme", "job_1", "worker-b", TTL)  # a's entry was reclaimed: b runs it again
@@ -62,7 +68,7 @@ def test_a_reclaimed_job_completes_once(store: Store) -> None:
 
 
 def test_progress_keeps_a_cancel_made_elsewhere(store: Store) -> None:
-    store.put_job(queued(), TTL)
+    store.put_job(queued(store), TTL)
     mine = store.claim_job("acme", "job_1", "worker-a", TTL)
     assert mine is not None
     store.request_cancel("acme", "job_1")
@@ -75,7 +81,7 @@ def test_stream_delivery_touch_reclaim_ack_and_release(redis_store: RedisStore) 
     stream = JobStream(redis_store)
     stream.ensure_group()
     stream.ensure_group()  # idempotent: every replica calls it
-    entry = stream.enqueue(queued("job_s"), TTL)
+    entry = stream.enqueue(queued(redis_store, "job_s"), TTL)
     assert redis_store.get_job("acme", "job_s") is not None  # record and entry written together
     assert stream.backlog() == 1
     (delivery,) = stream.read("a", count=5, block_ms=100)
@@ -92,7 +98,7 @@ def test_stream_delivery_touch_reclaim_ack_and_release(redis_store: RedisStore) 
     stream.ack(taken.entry_id)
     assert stream.pending() == 0
 
-    stream.enqueue(queued("job_t"), TTL)
+    stream.enqueue(queued(redis_store, "job_t"), TTL)
     unstarted = stream.read("a", count=5, block_ms=100)
     stream.release(unstarted)  # a drains: handed back at once, not after the stale timeout
     assert stream.pending() == 0 and stream.backlog() == 1

@@ -16,7 +16,7 @@ import pytest
 from tests.service.api.test_images import b64_pixels
 from tests.service.api.test_jobs import read_events
 from tests.service.reliability.figures import record
-from tests.service.worker.cluster import Cluster, Worker, event_time, kill, wait_all_terminal
+from tests.service.worker.cluster import Cluster, Worker, event_time, kill, running_cluster, wait_all_terminal
 
 PROMPT = "a red circle on a blue background"
 IMAGES = 1  # per job: one U-Net row each
@@ -27,12 +27,8 @@ FAST = {"steps": 2, "size": "16x16"}
 @pytest.fixture
 def cluster(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Cluster]:
     # two images in flight per worker: jobs stay in the stream and the kill finds work on the victim
-    cluster = Cluster(tiny_model_dir, tmp_path, workers=2, DIFFPLEX_WORKER__MAX_IMAGES="2")
-    try:
-        cluster.wait_ready()
+    with running_cluster(tiny_model_dir, tmp_path, workers=2, DIFFPLEX_WORKER__MAX_IMAGES="2") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def wait_running(worker: Worker) -> None:
