@@ -143,6 +143,7 @@ class JobManager:
     async def create(
         self,
         tenant: str,
+        epoch: str,
         params: ImageParams,
         base_url: str,
         request_id: str,
@@ -150,9 +151,12 @@ class JobManager:
         strength: float = 0.8,
     ) -> JobRecord:
         """Validated and queued before it is acknowledged: a 4xx or 503 here means nothing was accepted.
-        `image` (the uploaded file) and `strength` make it image-to-image."""
+        `epoch`: the tenant incarnation the request authenticated as; the job's record carries it, so the store
+        refuses it (TenantGone) if that incarnation was deleted, even if the name exists again. `image` (the
+        uploaded file) and `strength` make it image-to-image."""
         incarnation = await asyncio.to_thread(self.store.get_tenant, tenant)
-        epoch = check_epoch(tenant, None, None if incarnation is None else incarnation.epoch)  # deleted meanwhile?
+        # deleted since it authenticated: refused before any work (the store's writes check again, atomically)
+        check_epoch(tenant, epoch, None if incarnation is None else incarnation.epoch)
         pixels = None if image is None else await asyncio.to_thread(decode_image, image)
         plan = await asyncio.to_thread(self.planner, params, tenant, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images

@@ -19,10 +19,10 @@ def render(
     store: Store,
     base_url: str,
     ttl_s: int,
-    epoch: str | None = None,
+    epoch: str,
 ) -> list[dict[str, Any]]:
-    """Blocking (PNG encoding, store writes): call it from a worker thread. `epoch`: the tenant incarnation a
-    job's files belong to (None: the current one); TenantGone once it was deleted."""
+    """Blocking (PNG encoding, store writes): call it from a worker thread. `epoch`: the tenant incarnation the
+    files belong to (a job's, or the one the request authenticated as); TenantGone once it was deleted."""
     items = []
     for result in results:
         png = encode_png(result.image)

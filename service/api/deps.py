@@ -1,5 +1,9 @@
 """Dependencies: the app state, the tenant behind `Authorization: Bearer <key>`, the admin key, the model
-(ready or 503) and the per-tenant rate limit."""
+(ready or 503) and the per-tenant rate limit.
+
+`Caller` is the tenant *incarnation* the key opened (its name and epoch, stores/base.py): routes that write
+jobs or files pass its epoch to the store, so a request authenticated just before its tenant was deleted
+and created again under the same name writes nothing in the new tenant's namespace (TenantGone: 404)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from service import keys
 from service.api.state import ModelParts, ServiceState
 from service.errors import ApiError
 from service.logs import tenant_var
+from service.stores.base import TenantRecord
 
 LOADING_RETRY_S = 5
 
@@ -43,7 +48,7 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def current_tenant(request: Request, state: State) -> str:
+async def authenticated(request: Request, state: State) -> TenantRecord:
     token = _bearer(request)
     tenant = await asyncio.to_thread(state.store.authenticate, token)
     if tenant is None:
@@ -53,8 +58,16 @@ async def current_tenant(request: Request, state: State) -> str:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    tenant_var.set(tenant)
+    tenant_var.set(tenant.name)
     return tenant
+
+
+Caller = Annotated[TenantRecord, Depends(authenticated)]
+
+
+async def current_tenant(caller: Caller) -> str:
+    """The name alone, for routes that only read (FastAPI authenticates once per request for both)."""
+    return caller.name
 
 
 Tenant = Annotated[str, Depends(current_tenant)]

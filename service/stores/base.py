@@ -51,7 +51,7 @@ def check_epoch(tenant: str, epoch: str | None, current: str | None) -> str:
     """The epoch to write under: `epoch`, or the current one when None, as long as it is the tenant's current
     epoch (`current`, None when the tenant does not exist); TenantGone otherwise."""
     if current is None or epoch not in (None, current):
-        raise TenantGone(f"tenant {tenant!r} was deleted, and its jobs and files with it")
+        raise TenantGone(f"tenant {tenant!r} does not exist")  # worded as for a tenant that never existed
     return current
 
 
@@ -126,8 +126,9 @@ class Store(Protocol):
 
     def list_tenants(self) -> list[TenantRecord]: ...
 
-    def authenticate(self, api_key: str) -> str | None:
-        """The tenant owning `api_key`, or None."""
+    def authenticate(self, api_key: str) -> TenantRecord | None:
+        """The tenant incarnation owning `api_key` (a key opens only the incarnation it was made for), or
+        None. Writes made for the request pass its `epoch`: refused if the tenant was deleted meanwhile."""
 
     # -- adapters -----------------------------------------------------------------------------------------
     def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:

@@ -166,7 +166,7 @@ class LocalStore:
         records = (_read_json(p) for p in sorted((self.root / "tenants").glob("*.json")))
         return [TenantRecord.model_validate(r) for r in records if r is not None]
 
-    def authenticate(self, api_key: str) -> str | None:
+    def authenticate(self, api_key: str) -> TenantRecord | None:
         parts = keys.split_key(api_key)
         if parts is None or not parts[0].isalnum():
             return None
@@ -174,7 +174,8 @@ class LocalStore:
         if raw is None or not keys.matches(keys.KeyRecord(parts[0], raw["salt"], raw["digest"]), parts[1]):
             return None
         # the key's epoch too: a key left behind never opens a re-created tenant of that name
-        return raw["tenant"] if self._epoch(raw["tenant"]) == raw.get("epoch", "") else None
+        tenant = self.get_tenant(raw["tenant"])
+        return tenant if tenant is not None and tenant.epoch == raw.get("epoch", "") else None
 
     # -- adapters -----------------------------------------------------------------------------------------
     def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:

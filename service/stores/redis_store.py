@@ -160,7 +160,7 @@ class RedisStore:
         raws = self.client.mget([self.k("tenant", n) for n in names]) if names else []
         return [TenantRecord.model_validate_json(r) for r in raws if r is not None]
 
-    def authenticate(self, api_key: str) -> str | None:
+    def authenticate(self, api_key: str) -> TenantRecord | None:
         parts = keys.split_key(api_key)
         if parts is None:
             return None
@@ -172,7 +172,7 @@ class RedisStore:
             return None
         tenant = self.get_tenant(raw[b"tenant"].decode())
         # the key's epoch too: a key a crashed delete left behind never opens a re-created tenant of that name
-        return tenant.name if tenant is not None and tenant.epoch == raw.get(b"epoch", b"").decode() else None
+        return tenant if tenant is not None and tenant.epoch == raw.get(b"epoch", b"").decode() else None
 
     # -- adapters -----------------------------------------------------------------------------------------
     def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:

@@ -27,7 +27,7 @@ def test_tenants_cli_creates_lists_and_deletes(tmp_path: Path) -> None:
     created = run("tenants", "create", "acme", data_dir=tmp_path)
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)["api_key"]
-    assert LocalStore(tmp_path).authenticate(key) == "acme"
+    assert LocalStore(tmp_path).authenticate(key) == LocalStore(tmp_path).get_tenant("acme")
     listed = run("tenants", "list", data_dir=tmp_path)
     assert [json.loads(line)["tenant"] for line in listed.stdout.splitlines()] == ["acme"]
     again = run("tenants", "create", "acme", data_dir=tmp_path)

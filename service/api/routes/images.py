@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.deps import Caller, Model, RateLimited, State
 from service.api.responses import GENERATION, errors
 from service.api.schemas import ImageParams, ImagesResponse
 from service.errors import ApiError
@@ -52,7 +52,9 @@ async def _until_done_or_gone(request: Request, waiter: asyncio.Future, on_gone:
     return waiter.result()
 
 
-async def _run(request: Request, state: State, tenant: str, model: Model, plan: Plan) -> dict[str, Any]:
+async def _run(request: Request, state: State, caller: Caller, model: Model, plan: Plan) -> dict[str, Any]:
+    """Images of the caller's incarnation: stored files are refused (TenantGone: 404) if it was deleted
+    while they were made, even if a tenant of that name exists again."""
     batch = model.runner.submit(plan.requests)
 
     async def free_rows() -> None:  # its rows leave the engine at the next tick
@@ -64,21 +66,29 @@ async def _run(request: Request, state: State, tenant: str, model: Model, plan: 
         results,
         plan.revised_prompt,
         plan.response_format,
-        tenant,
+        caller.name,
         state.store,
         str(request.base_url),
         state.settings.limits.job_ttl_s,
+        caller.epoch,
     )
     return {"created": int(time.time()), "data": data}
 
 
 async def _run_queued(
-    request: Request, tenant: str, model: Model, params: ImageParams, image: bytes | None = None, strength: float = 0.8
+    request: Request,
+    caller: Caller,
+    model: Model,
+    params: ImageParams,
+    image: bytes | None = None,
+    strength: float = 0.8,
 ) -> dict[str, Any]:
     """Role "api": the request becomes a job for the workers (validated here first), answered once its record
     is final."""
-    jobs = model.jobs
-    record = await jobs.create(tenant, params, str(request.base_url), request.state.request_id, image, strength)
+    jobs, tenant = model.jobs, caller.name
+    record = await jobs.create(
+        tenant, caller.epoch, params, str(request.base_url), request.state.request_id, image, strength
+    )
 
     async def cancel() -> None:
         await jobs.cancel(tenant, record.id)
@@ -102,12 +112,12 @@ async def _run_queued(
     response_model_exclude_none=True,
     dependencies=[RateLimited],
 )
-async def generations(params: ImageParams, request: Request, state: State, tenant: Tenant, model: Model) -> Any:
+async def generations(params: ImageParams, request: Request, state: State, caller: Caller, model: Model) -> Any:
     """Text to image. `prompt` may carry `<lora:name:weight>` tags and your embeddings' tokens."""
     if model.worker is None and state.settings.role == "api":
-        return await _run_queued(request, tenant, model, params)
-    plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id)
-    return await _run(request, state, tenant, model, plan)
+        return await _run_queued(request, caller, model, params)
+    plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id)
+    return await _run(request, state, caller, model, plan)
 
 
 @router.post(
@@ -117,7 +127,7 @@ async def generations(params: ImageParams, request: Request, state: State, tenan
     response_model_exclude_none=True,
     dependencies=[RateLimited],
 )
-async def edits(request: Request, state: State, tenant: Tenant, model: Model) -> Any:
+async def edits(request: Request, state: State, caller: Caller, model: Model) -> Any:
     """Image to image: multipart `image` (PNG / JPEG), `prompt`, `strength` (0-1, default 0.8) and the
     generation fields as form fields (`adapters` and `guidance_interval` as JSON)."""
     form = await request.form(max_files=2, max_fields=64)
@@ -144,7 +154,7 @@ async def edits(request: Request, state: State, tenant: Tenant, model: Model) ->
     if len(data) > state.settings.limits.max_upload_bytes:
         raise ApiError(413, f"the image is larger than {state.settings.limits.max_upload_bytes} bytes", param="image")
     if model.worker is None and state.settings.role == "api":
-        return await _run_queued(request, tenant, model, params, data, strength)
+        return await _run_queued(request, caller, model, params, data, strength)
     pixels = await asyncio.to_thread(decode_image, data)
-    plan = await asyncio.to_thread(state.plan, params, tenant, request.state.request_id, pixels, strength)
-    return await _run(request, state, tenant, model, plan)
+    plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id, pixels, strength)
+    return await _run(request, state, caller, model, plan)

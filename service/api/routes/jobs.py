@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.api.deps import Model, RateLimited, State, Tenant
+from service.api.deps import Caller, Model, RateLimited, State, Tenant
 from service.api.responses import AUTHENTICATED, GENERATION, content, errors
 from service.api.schemas import ImageParams, JobView
 from service.errors import ApiError, not_found
@@ -53,9 +53,9 @@ def view(record: JobRecord) -> dict[str, Any]:
     responses=errors(*GENERATION),
     dependencies=[RateLimited],
 )
-async def create_job(params: ImageParams, request: Request, tenant: Tenant, model: Model) -> JSONResponse:
+async def create_job(params: ImageParams, request: Request, caller: Caller, model: Model) -> JSONResponse:
     """Validated and queued before the 202: poll `GET /v1/jobs/{id}` or follow `/events`."""
-    record = await model.jobs.create(tenant, params, str(request.base_url), request.state.request_id)
+    record = await model.jobs.create(caller.name, caller.epoch, params, str(request.base_url), request.state.request_id)
     return JSONResponse(view(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
 
 

@@ -83,7 +83,7 @@ def stored_mentions(store: Store, *words: str) -> list[str]:
 def test_tenant_keys_authenticate_and_are_never_stored_in_plaintext(store: Store, tmp_path: Path) -> None:
     key = store.create_tenant("acme")
     assert key.startswith("dpx_")
-    assert store.authenticate(key) == "acme"
+    assert store.authenticate(key) == store.get_tenant("acme")  # the incarnation: name and epoch
     assert store.authenticate(key[:-1] + ("x" if key[-1] != "x" else "y")) is None
     assert store.authenticate("dpx_nonsense") is None
     assert store.authenticate("") is None
@@ -269,6 +269,25 @@ def test_late_writes_for_a_deleted_tenant_are_refused_after_it_is_created_again(
     store.put_job(mine, ttl_s=60)
     store.put_file("acme", "img_mine", b"mine", ttl_s=60)
     assert store.get_job("acme", "job_mine") == mine and store.get_file("acme", "img_mine") == b"mine"
+
+
+def test_writes_with_the_epoch_a_request_authenticated_with_are_refused_once_it_is_created_again(
+    store: Store,
+) -> None:
+    """A request authenticates, its tenant is deleted and created again, then the request writes its job and
+    its image with the epoch of its authentication: refused, and nothing lands in the new tenant."""
+    key = store.create_tenant("acme")
+    caller = store.authenticate(key)
+    assert caller is not None
+    assert store.delete_tenant("acme")
+    store.create_tenant("acme")
+
+    with pytest.raises(TenantGone, match="tenant 'acme' does not exist"):  # the missing tenant's message
+        store.put_job(JobRecord(id="job_late", tenant=caller.name, epoch=caller.epoch), ttl_s=60)
+    with pytest.raises(TenantGone, match="tenant 'acme' does not exist"):
+        store.put_file(caller.name, "img_late", b"late png", ttl_s=60, epoch=caller.epoch)
+    assert store.get_job("acme", "job_late") is None and store.get_file("acme", "img_late") is None
+    assert stored_mentions(store, "job_late", "img_late", caller.epoch) == []
 
 
 def test_writes_for_a_tenant_that_does_not_exist_are_refused(store: Store) -> None:
