@@ -1,4 +1,5 @@
-"""U-Net rows/s: PyTorch eager vs ONNX Runtime (portable and level-"all" optimized graphs), side by side.
+"""U-Net rows/s: PyTorch eager vs ONNX Runtime (portable and level-"all" optimized graphs), side by side,
+and the adapter-free base variants of the graph (same inputs less the banks: what the banks cost).
 
 Every runner gets the same inputs (random banks in 3 slots, rows spread over them) and the runs are
 interleaved round by round, so machine noise hits all of them alike; ratios are what to quote.
@@ -52,7 +53,8 @@ def bench_unet(
         for variant, file in {"onnxruntime": entry.file, **entry.variants}.items():
             if file.endswith(".onnx") and "fp16" not in variant:
                 session = open_session(Path(export_dir) / file, threads=threads)
-                runners[variant] = lambda session=session: session.run(None, feed)
+                taken = {i.name: feed[i.name] for i in session.get_inputs()}
+                runners[variant] = lambda session=session, taken=taken: session.run(None, taken)
         for run in runners.values():  # warm-up: allocations, ORT's first-run planning
             run()
         seconds: dict[str, list[float]] = {name: [] for name in runners}

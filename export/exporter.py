@@ -4,6 +4,7 @@ Layout of an export directory:
     manifest.json                 IO, dims, targets, R, P, fingerprint, sha256 of every file
     text_encoder.onnx             inputs_embeds + adapter_slot + LoRA banks -> last_hidden_state
     unet_cfg.onnx / unet.onnx     fused-CFG and plain U-Net with LoRA and VPT banks
+    unet_cfg.base.onnx / unet.base.onnx   their adapter-free variants (no adapter_slot, no banks)
     vae_encoder.onnx / vae_decoder.onnx
     *.opt.onnx                    ORT level-"all" optimized graphs (CPU provider)
     *.fp16.onnx                   fp16 weights and math, fp32 IO (with --fp16)
@@ -27,8 +28,8 @@ from adapters.errors import AdapterError
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from export.backbone import load_backbone
 from export.errors import ExportError
-from export.graphs import GRAPHS, build_graph_modules, graph_io
-from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, record_files
+from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, build_graph_modules, graph_io
+from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, base_variant, record_files
 from export.onnx_io import export_module, save_model
 from export.ort_session import optimize_graph
 from export.random_inputs import Dims, random_inputs
@@ -92,35 +93,33 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     written: list[str] = []
     graphs: dict[str, GraphEntry] = {}
     for n, name in enumerate(options.graphs, start=1):
-        progress(f"[{n}/{len(options.graphs)}] {name}: tracing to ONNX (opset {options.opset})")
-        t0 = time.perf_counter()
+        step = _numbered(progress, n, len(options.graphs))
         inputs, outputs = graph_io(
             name, spec, options.lora_rank, vpt_tokens, backbone.latent_channels, backbone.text_dim
         )
-        file = f"{name}.onnx"
-        sidecars = export_module(
-            modules.get(name), random_inputs(inputs, dims, seed=n), inputs, outputs, out / file, options.opset
-        )
+        example = random_inputs(inputs, dims, seed=n)
+        files = _export_graph(modules.get(name), example, inputs, outputs, out, name, options, step)
         entry = GraphEntry(
-            file=file,
+            file=files.file,
             inputs=[t.to_dict() for t in inputs],
             outputs=[t.to_dict() for t in outputs],
-            external_data=sidecars,
+            external_data=files.external_data,
+            variants=files.variants,
         )
-        written += [file, *sidecars]
-        options.timings[f"export.{name}"] = time.perf_counter() - t0
-        if options.optimize:
-            t0 = time.perf_counter()
-            progress(f"[{n}/{len(options.graphs)}] {name}: ONNX Runtime graph optimization (level all)")
-            optimized = f"{name}.opt.onnx"
-            written += [optimized, *optimize_graph(out / file, out / optimized)]
-            entry.variants["ort_optimized"] = optimized
-            options.timings[f"optimize.{name}"] = time.perf_counter() - t0
-        if options.fp16:
-            progress(f"[{n}/{len(options.graphs)}] {name}: fp16 conversion (fp32 inputs and outputs kept)")
-            half = f"{name}.fp16.onnx"
-            written += [half, *convert_fp16(out / file, out / half)]
-            entry.variants["fp16"] = half
+        written += files.written
+        if name in BASE_GRAPHS:
+            # The adapter-free variant, for calls in which no row carries an adapter: the same example
+            # less `adapter_slot` and the banks.
+            base_inputs, _ = graph_io(
+                name, spec, options.lora_rank, vpt_tokens, backbone.latent_channels, backbone.text_dim, base=True
+            )
+            base_example = [v for t, v in zip(inputs, example, strict=True) if t in base_inputs]
+            base = _export_graph(
+                modules.get(name), base_example, base_inputs, outputs, out, f"{name}.base", options, step
+            )
+            entry.variants[base_variant()] = base.file
+            entry.variants |= {base_variant(k): v for k, v in base.variants.items()}
+            written += base.written
         graphs[name] = entry
     written += _write_host_files(backbone.model_dir, backbone.text_encoder, out)
     manifest = Manifest(
@@ -150,6 +149,50 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     options.timings["total"] = time.perf_counter() - started
     progress(f"exported {len(graphs)} graphs to {out} in {options.timings['total']:.1f} s")
     return manifest
+
+
+def _numbered(progress: Progress, n: int, total: int) -> Progress:
+    return lambda line: progress(f"[{n}/{total}] {line}")
+
+
+@dataclass
+class _GraphFiles:
+    """One traced graph and its variants, as written."""
+
+    file: str
+    external_data: list[str]
+    variants: dict[str, str]  # "ort_optimized" / "fp16" -> file
+    written: list[str]  # every file, sidecars included
+
+
+def _export_graph(
+    module: torch.nn.Module,
+    example: list[torch.Tensor],
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    out: Path,
+    stem: str,
+    options: ExportOptions,
+    progress: Progress,
+) -> _GraphFiles:
+    """`<stem>.onnx`, then its ORT-optimized (`<stem>.opt.onnx`) and fp16 (`<stem>.fp16.onnx`) variants."""
+    progress(f"{stem}: tracing to ONNX (opset {options.opset})")
+    t0 = time.perf_counter()
+    file = f"{stem}.onnx"
+    sidecars = export_module(module, example, inputs, outputs, out / file, options.opset)
+    graph = _GraphFiles(file, sidecars, {}, [file, *sidecars])
+    options.timings[f"export.{stem}"] = time.perf_counter() - t0
+    if options.optimize:
+        t0 = time.perf_counter()
+        progress(f"{stem}: ONNX Runtime graph optimization (level all)")
+        optimized = graph.variants["ort_optimized"] = f"{stem}.opt.onnx"
+        graph.written += [optimized, *optimize_graph(out / file, out / optimized)]
+        options.timings[f"optimize.{stem}"] = time.perf_counter() - t0
+    if options.fp16:
+        progress(f"{stem}: fp16 conversion (fp32 inputs and outputs kept)")
+        half = graph.variants["fp16"] = f"{stem}.fp16.onnx"
+        graph.written += [half, *convert_fp16(out / file, out / half)]
+    return graph
 
 
 def convert_fp16(source: Path, target: Path) -> list[str]:

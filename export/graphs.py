@@ -4,10 +4,17 @@ Each wrapper takes plain tensors in the graph contract's order (docs: /work/shar
 installs the banked LoRA / VPT modules of `adapters` on the shared frozen backbone (no copy of a weight)
 and sets the banks from its own inputs, so the traced graph reads `lora_a.{i}`, `lora_b.{i}`, `vpt.{j}`,
 `vpt_mask.{j}` and `adapter_slot` as inputs: adapters differ per row at run time.
+
+The U-Nets also have a base variant: the same contract without `adapter_slot` and banks, for calls in
+which no row carries an adapter. It is the same module called without them: no banks are set, the banked
+modules are the plain layers exactly, and the traced graph costs what a plain U-Net export costs (no
+per-row bank gathers, no zero LoRA products, no masked VPT keys).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +31,7 @@ TEXT_ENCODER = "text_encoder"
 VAE_ENCODER = "vae_encoder"
 VAE_DECODER = "vae_decoder"
 GRAPHS: tuple[str, ...] = (TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_ENCODER, VAE_DECODER)
+BASE_GRAPHS: tuple[str, ...] = (UNET_CFG, UNET_PLAIN)  # graphs exported with an adapter-free variant too
 
 
 @dataclass(frozen=True)
@@ -65,42 +73,46 @@ class _Banked(nn.Module):
         self.bank_names = [b.name for b in banks]
         banked.state.graph_mode = True
 
-    def _set_banks(self, adapter_slot: torch.Tensor, banks: tuple[torch.Tensor, ...]) -> None:
+    @contextmanager
+    def _banks_set(self, adapter_slot: torch.Tensor | None, banks: tuple[torch.Tensor, ...]) -> Iterator[None]:
+        """The banks set for one call; none without `adapter_slot` (a base variant: the banked modules are the
+        plain layers exactly then, and the traced graph takes no adapter inputs)."""
+        if adapter_slot is None:
+            yield
+            return
         # Set directly rather than through `activate`: the VPT banks are optional (P = 0 exports none).
         self.banked.state.banks = dict(zip(self.bank_names, banks, strict=True))
         self.banked.state.slot = adapter_slot
-
-    def _clear(self) -> None:
-        self.banked.state.banks, self.banked.state.slot = None, None
+        try:
+            yield
+        finally:
+            self.banked.state.banks, self.banked.state.slot = None, None
 
 
 class TextEncoderGraph(_Banked):
     """`inputs_embeds` [N, L, D], `adapter_slot` [N], LoRA banks -> `last_hidden_state` [N, L, D]."""
 
     def forward(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, *banks: torch.Tensor) -> torch.Tensor:
-        self._set_banks(adapter_slot, banks)
-        try:
+        with self._banks_set(adapter_slot, banks):
             return encode_inputs_embeds(self.model, inputs_embeds)
-        finally:
-            self._clear()
 
 
 class UNetGraph(_Banked):
-    """Plain U-Net: `sample`, `timestep` [N] (per row), `encoder_hidden_states`, `adapter_slot`, banks."""
+    """Plain U-Net: `sample`, `timestep` [N] (per row), `encoder_hidden_states`, `adapter_slot`, banks.
+
+    Called without `adapter_slot` and banks it is the base variant (BASE_GRAPHS).
+    """
 
     def forward(
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
-        adapter_slot: torch.Tensor,
+        adapter_slot: torch.Tensor | None = None,
         *banks: torch.Tensor,
     ) -> torch.Tensor:
-        self._set_banks(adapter_slot, banks)
-        try:
+        with self._banks_set(adapter_slot, banks):
             return self.model(sample, timestep, encoder_hidden_states, return_dict=False)[0]
-        finally:
-            self._clear()
 
 
 class UNetCFGGraph(_Banked):
@@ -108,7 +120,7 @@ class UNetCFGGraph(_Banked):
 
     noise_pred = uncond + guidance_scale * (cond - uncond), per row, as diffusers' pipelines compute it.
     A row's uncond half uses the same adapter slot as its cond half (the pipeline's negative prompt is
-    encoded with the same adapters too).
+    encoded with the same adapters too). Called without `adapter_slot` and banks it is the base variant.
     """
 
     def forward(
@@ -118,22 +130,29 @@ class UNetCFGGraph(_Banked):
         encoder_hidden_states: torch.Tensor,
         uncond_hidden_states: torch.Tensor,
         guidance_scale: torch.Tensor,
-        adapter_slot: torch.Tensor,
+        adapter_slot: torch.Tensor | None = None,
         *banks: torch.Tensor,
     ) -> torch.Tensor:
-        rows = sample.shape[0]
-        self._set_banks(torch.cat([adapter_slot, adapter_slot]), banks)
-        try:
-            both = self.model(
-                torch.cat([sample, sample]),
-                torch.cat([timestep, timestep]),
-                torch.cat([encoder_hidden_states, uncond_hidden_states]),
-                return_dict=False,
-            )[0]
-        finally:
-            self._clear()
-        cond, uncond = both[:rows], both[rows:]
-        return uncond + guidance_scale.to(cond.dtype).view(-1, 1, 1, 1) * (cond - uncond)
+        both_slots = None if adapter_slot is None else torch.cat([adapter_slot, adapter_slot])
+        with self._banks_set(both_slots, banks):
+            return fused_cfg(self.model, sample, timestep, encoder_hidden_states, uncond_hidden_states, guidance_scale)
+
+
+def fused_cfg(
+    unet: nn.Module,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: torch.Tensor,
+) -> torch.Tensor:
+    """One U-Net pass over [cond rows; uncond rows], then uncond + g * (cond - uncond) per row."""
+    rows = sample.shape[0]
+    both = unet(
+        torch.cat([sample, sample]), torch.cat([timestep, timestep]), torch.cat([cond, uncond]), return_dict=False
+    )[0]
+    cond_pred, uncond_pred = both[:rows], both[rows:]
+    return uncond_pred + guidance_scale.to(cond_pred.dtype).view(-1, 1, 1, 1) * (cond_pred - uncond_pred)
 
 
 class VAEEncoderGraph(nn.Module):
@@ -198,9 +217,15 @@ def build_graph_modules(
 
 
 def graph_io(
-    name: str, spec: BackboneSpec, rank: int, vpt_tokens: int, latent_channels: int, text_dim: int
+    name: str,
+    spec: BackboneSpec,
+    rank: int,
+    vpt_tokens: int,
+    latent_channels: int,
+    text_dim: int,
+    base: bool = False,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of graph `name`, in argument order."""
+    """Inputs and outputs of graph `name` (with `base`: of its adapter-free variant), in argument order."""
     length = spec.max_length
     latent = TensorSpec("sample", ("rows", latent_channels, "height", "width"), "float32")
     step = TensorSpec("timestep", ("rows",), "float32")
@@ -211,12 +236,15 @@ def graph_io(
         embeds = TensorSpec("inputs_embeds", ("rows", length, spec.token_embedding_dim), "float32")
         hidden = TensorSpec("last_hidden_state", ("rows", length, text_dim), "float32")
         return [embeds, slot, *bank_specs(spec, "text_encoder", rank, vpt_tokens)], [hidden]
+    adapters = [] if base else [slot, *bank_specs(spec, "unet", rank, vpt_tokens)]
     if name == UNET_CFG:
         uncond = TensorSpec("uncond_hidden_states", ("rows", "context", text_dim), "float32")
         scale = TensorSpec("guidance_scale", ("rows",), "float32")
-        return [latent, step, context, uncond, scale, slot, *bank_specs(spec, "unet", rank, vpt_tokens)], [noise]
+        return [latent, step, context, uncond, scale, *adapters], [noise]
     if name == UNET_PLAIN:
-        return [latent, step, context, slot, *bank_specs(spec, "unet", rank, vpt_tokens)], [noise]
+        return [latent, step, context, *adapters], [noise]
+    if base:
+        raise ValueError(f"{name} has no base variant; graphs with one: {', '.join(BASE_GRAPHS)}")
     image = TensorSpec("image", ("rows", 3, "image_height", "image_width"), "float32")
     if name == VAE_ENCODER:
         moments = TensorSpec("latent_moments", ("rows", 2 * latent_channels, "height", "width"), "float32")

@@ -19,6 +19,19 @@ from export.errors import ExportError
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"
+# The U-Nets' adapter-free variants: the graph contract without `adapter_slot` and banks. Their keys in
+# `GraphEntry.variants` start with this ("base", "base_ort_optimized", "base_fp16"); exports made before
+# them have none, and a runtime then runs every call on the banked graph.
+BASE_VARIANT = "base"
+
+
+def base_variant(variant: str | None = None) -> str:
+    """The variant key of the base counterpart of `variant` (None: the portable graph) -> "base", "base_fp16"."""
+    return BASE_VARIANT if variant is None else f"{BASE_VARIANT}_{variant}"
+
+
+def is_base_variant(variant: str) -> bool:
+    return variant == BASE_VARIANT or variant.startswith(f"{BASE_VARIANT}_")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -36,7 +49,9 @@ class GraphEntry:
     outputs: list[dict]
     dtype: str = "float32"
     external_data: list[str] = field(default_factory=list)  # weight files beside the graph (models > 2 GB)
-    variants: dict[str, str] = field(default_factory=dict)  # "ort_optimized" / "fp16" / "tensorrt" -> file
+    # "ort_optimized" / "fp16" / "tensorrt" -> file; the U-Nets also "base", "base_ort_optimized", "base_fp16"
+    # (no adapter inputs: `inputs` less `adapter_slot` and the banks)
+    variants: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

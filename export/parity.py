@@ -2,10 +2,11 @@
 
 For every graph, on seeded random inputs with random adapter banks:
 - `ort_vs_torch`: ONNX Runtime output vs the banked PyTorch modules, relative error (max |a-b| / max |b|);
-- `batch_invariance` (banked graphs): each row run alone equals the same row inside the mixed-slot batch;
+- `batch_invariance` (banked graphs and base variants): each row run alone equals the same row in the batch;
 - `slot0_is_base` (banked graphs): rows in slot 0 equal the unadapted diffusers / transformers model.
 Variants: the portable graph, the ORT-optimized one, fp16 (looser limits), TensorRT engines (`.plan`) and
-ONNX Runtime's CUDA provider where present (`cuda=True`, used by deploy/gpu_check.sh).
+ONNX Runtime's CUDA provider where present (`cuda=True`, used by deploy/gpu_check.sh); the U-Nets' base
+variants (no adapter inputs) in the same forms, against the unadapted model.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from export.graphs import (
     GraphModules,
     TensorSpec,
     build_graph_modules,
+    fused_cfg,
     graph_io,
 )
-from export.manifest import GraphEntry, Manifest, load_manifest
+from export.manifest import GraphEntry, Manifest, base_variant, is_base_variant, load_manifest
 from export.ort_session import available_providers, open_session
 from export.random_inputs import Dims, random_inputs
 
@@ -57,9 +59,9 @@ class GraphReport:
 
     def line(self) -> str:
         if self.skipped:
-            return f"{self.graph:<13} {self.variant:<13} skipped: {self.skipped}"
+            return f"{self.graph:<13} {self.variant:<18} skipped: {self.skipped}"
         parts = ", ".join(f"{k} {v:.2e} (<= {self.limits[k]:.0e})" for k, v in self.metrics.items())
-        return f"{self.graph:<13} {self.variant:<13} {'ok  ' if self.ok else 'FAIL'} {parts}"
+        return f"{self.graph:<13} {self.variant:<18} {'ok  ' if self.ok else 'FAIL'} {parts}"
 
 
 def _feed(inputs: list[TensorSpec], values: list[torch.Tensor]) -> dict[str, np.ndarray]:
@@ -80,15 +82,14 @@ def _base_output(name: str, backbone: Backbone, inputs: list[TensorSpec], values
         return encode_inputs_embeds(backbone.text_encoder, args["inputs_embeds"])
     if name == UNET_PLAIN:
         return backbone.unet(args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False)[0]
-    sample, t = args["sample"], args["timestep"]
-    both = backbone.unet(
-        torch.cat([sample, sample]),
-        torch.cat([t, t]),
-        torch.cat([args["encoder_hidden_states"], args["uncond_hidden_states"]]),
-        return_dict=False,
-    )[0]
-    cond, uncond = both.chunk(2)
-    return uncond + args["guidance_scale"].view(-1, 1, 1, 1) * (cond - uncond)
+    return fused_cfg(
+        backbone.unet,
+        args["sample"],
+        args["timestep"],
+        args["encoder_hidden_states"],
+        args["uncond_hidden_states"],
+        args["guidance_scale"],
+    )
 
 
 def check_graph(
@@ -101,8 +102,9 @@ def check_graph(
     seed: int = 0,
     threads: int | None = None,
 ) -> GraphReport:
+    base = is_base_variant(variant)
     inputs, _ = graph_io(
-        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
+        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim, base
     )
     dims = Dims(
         rows=4,
@@ -112,7 +114,7 @@ def check_graph(
         context=manifest.spec.max_length,
         vae_scale_factor=manifest.vae_scale_factor,
     )
-    banked = name in BANKED_GRAPHS
+    banked = name in BANKED_GRAPHS and not base
     values = random_inputs(inputs, dims, seed, slot_rows=[0, 1, 2, 1] if banked else None)
     fp16 = "fp16" in variant
     report = GraphReport(name, variant)
@@ -128,13 +130,14 @@ def check_graph(
         want = modules.get(name)(*values).numpy()
     report.metrics["ort_vs_torch"] = relative_error(got, want)
     report.limits["ort_vs_torch"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-    if banked:
+    if banked or base:
         alone = np.concatenate([session.run(None, _feed(inputs, _take_rows(inputs, values, [r])))[0] for r in range(4)])
         report.metrics["batch_invariance"] = relative_error(alone, got)
         report.limits["batch_invariance"] = FP16_TOLERANCE if fp16 else BATCH_TOLERANCE
+    if banked:
         slot0 = [i for i, s in enumerate(values[[s.name for s in inputs].index(ADAPTER_SLOT)].tolist()) if s == 0]
-        base = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0)).numpy()
-        report.metrics["slot0_is_base"] = relative_error(got[slot0], base)
+        unadapted = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0)).numpy()
+        report.metrics["slot0_is_base"] = relative_error(got[slot0], unadapted)
         report.limits["slot0_is_base"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     return report
 
@@ -154,8 +157,9 @@ def variants_to_check(entry: GraphEntry, cuda: bool) -> dict[str, str]:
     files = {"onnx": entry.file} | dict(entry.variants)
     if cuda and "CUDAExecutionProvider" in available_providers():
         files["onnx_cuda"] = entry.file
-        if "fp16" in entry.variants:
-            files["fp16_cuda"] = entry.variants["fp16"]
+        for variant in ("fp16", base_variant(), base_variant("fp16")):
+            if variant in entry.variants:
+                files[f"{variant}_cuda"] = entry.variants[variant]
     return files
 
 

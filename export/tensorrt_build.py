@@ -87,7 +87,10 @@ def build_engines(
     progress: Callable[[str], None] = print,
     ranges: ProfileRanges | None = None,
 ) -> list[str]:
-    """Build an engine per graph; records them as the graph's `tensorrt` variant. Returns the files written."""
+    """Build an engine per graph; records them as the graph's `tensorrt` variant. Returns the files written.
+
+    Engines are built from the banked graphs only (the U-Nets' base variants get none yet): the TensorRT
+    runtime runs adapter-free calls on the banked engines, in slot 0."""
     ranges = ranges or ProfileRanges()
     written = []
     for name, entry in manifest.graphs.items():

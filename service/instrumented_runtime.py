@@ -31,15 +31,26 @@ class InstrumentedRuntime(Runtime):
         guidance_scale: torch.Tensor,
         adapter_slot: torch.Tensor,
         banks: Banks,
+        *,
+        adapter_free: bool = False,
     ) -> torch.Tensor:
         self.metrics.unet_rows.labels("cfg").observe(2 * sample.shape[0])
-        return self.inner.unet_cfg(sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks)
+        return self.inner.unet_cfg(
+            sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, adapter_free=adapter_free
+        )
 
     def unet(
-        self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
     ) -> torch.Tensor:
         self.metrics.unet_rows.labels("plain").observe(sample.shape[0])
-        return self.inner.unet(sample, timestep, cond, adapter_slot, banks)
+        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.inner.vae_encode(image)

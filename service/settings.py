@@ -42,6 +42,10 @@ class EngineSettings(BaseModel):
     lora_rank: int = 16  # R of the PyTorch backend's banks (exported backends read theirs from the manifest)
     vpt_tokens: int = 8  # P, likewise
     threads: int | None = None
+    # Exported backends: run calls whose rows carry no adapter on the U-Net graphs without banks (1.5x
+    # faster on the shapes backbone, BENCHMARKS.md) at the cost of a second session per U-Net graph
+    # (its weights again in memory); off keeps one copy and runs every call banked.
+    base_graphs: bool = True
     # Packed adapter tensors the engine keeps between batches, bounded in bytes (LRU), on top of
     # `adapter_cache_bytes`. Rows: one padded copy per recent adapter set, about the adapter's size, so a
     # quarter of the adapter cache covers the sets of the running requests with room to spare. Banks: one

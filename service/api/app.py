@@ -44,6 +44,7 @@ def build_engine(settings: Settings, metrics: Metrics, start: bool = True) -> En
         lora_rank=settings.engine.lora_rank,
         vpt_tokens=settings.engine.vpt_tokens,
         threads=settings.engine.threads,
+        base_graphs=settings.engine.base_graphs,
     )
     config = EngineConfig(
         max_rows=settings.engine.max_rows,

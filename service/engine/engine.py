@@ -7,7 +7,8 @@ Every tick:
    per-tenant round-robin (a tenant with 100 requests does not starve one with 1);
 3. pack the slot banks (one slot per distinct adapter set, slot 0 = none) and run ONE fused-CFG U-Net
    call for the guided rows and one plain call for the rest (rows with guidance <= 1, rows outside their
-   guidance interval, and the cond/uncond rows of the uncond-refresh option);
+   guidance interval, and the cond/uncond rows of the uncond-refresh option); a call whose rows are all in
+   slot 0 is marked adapter-free, so the runtime may run its base graph, which skips the banks;
 4. step each request's scheduler; finished requests are decoded together (batched VAE) and resolved.
 Requests join and leave at any tick; timesteps differ per row.
 """
@@ -385,14 +386,16 @@ class Engine:
             outputs.update(self._split_cfg(fused, inputs, slot_of, packed))
         elif fused:
             sample = torch.cat([inputs[id(e)][0] for e in fused])
+            slots = torch.tensor([slot_of[e.unet_key] for e in fused], dtype=torch.int64)
             noise = self.runtime.unet_cfg(
                 sample,
                 torch.cat([inputs[id(e)][1] for e in fused]),
                 torch.cat([e.cond for e in fused]),
                 torch.cat([e.uncond for e in fused]),
                 torch.tensor([e.request.guidance_scale for e in fused], dtype=torch.float32),
-                torch.tensor([slot_of[e.unet_key] for e in fused], dtype=torch.int64),
+                slots,
                 packed.unet,
+                adapter_free=_adapter_free(slots),
             )
             outputs.update({id(e): noise[i : i + 1] for i, e in enumerate(fused)})
             self._count(2 * len(fused))
@@ -400,12 +403,14 @@ class Engine:
         plain_rows = [(e, e.cond) for e in plain] + [(e, e.cond) for e, _ in plain_uncond]
         plain_rows += [(e, e.uncond) for e, fresh in plain_uncond if fresh]
         if plain_rows:
+            slots = torch.tensor([slot_of[e.unet_key] for e, _ in plain_rows], dtype=torch.int64)
             noise = self.runtime.unet(
                 torch.cat([inputs[id(e)][0] for e, _ in plain_rows]),
                 torch.cat([inputs[id(e)][1] for e, _ in plain_rows]),
                 torch.cat([context for _, context in plain_rows]),
-                torch.tensor([slot_of[e.unet_key] for e, _ in plain_rows], dtype=torch.int64),
+                slots,
                 packed.unet,
+                adapter_free=_adapter_free(slots),
             )
             self._count(len(plain_rows))
             for i, entry in enumerate(plain):
@@ -435,8 +440,11 @@ class Engine:
         sample = torch.cat([inputs[id(e)][0] for e in rows])
         t = torch.cat([inputs[id(e)][1] for e in rows])
         slots = torch.tensor([slot_of[e.unet_key] for e in rows], dtype=torch.int64)
-        cond = self.runtime.unet(sample, t, torch.cat([e.cond for e in rows]), slots, packed.unet)
-        uncond = self.runtime.unet(sample, t, torch.cat([e.uncond for e in rows]), slots, packed.unet)
+        free = _adapter_free(slots)
+        cond = self.runtime.unet(sample, t, torch.cat([e.cond for e in rows]), slots, packed.unet, adapter_free=free)
+        uncond = self.runtime.unet(
+            sample, t, torch.cat([e.uncond for e in rows]), slots, packed.unet, adapter_free=free
+        )
         self._count(len(rows))
         self._count(len(rows))
         scale = torch.tensor([e.request.guidance_scale for e in rows]).view(-1, 1, 1, 1)
@@ -484,3 +492,9 @@ class Engine:
         with self._lock:
             failed = list(self._active)
         self._fail(failed, error)
+
+
+def _adapter_free(slots: torch.Tensor) -> bool:
+    """Every row in slot 0: banks come from `pack_banks`, whose slot 0 is all zeros, so the call is the base
+    model's and the runtime may skip the banks (`Runtime.unet_cfg`'s `adapter_free`)."""
+    return not bool(slots.any())

@@ -57,14 +57,28 @@ class Runtime(ABC):
         guidance_scale: torch.Tensor,
         adapter_slot: torch.Tensor,
         banks: Banks,
+        *,
+        adapter_free: bool = False,
     ) -> torch.Tensor:
-        """Guided noise for N rows from one pass over 2N rows."""
+        """Guided noise for N rows from one pass over 2N rows.
+
+        `adapter_free`: the caller vouches that every row is in slot 0 and slot 0's banks are zero (as
+        `pack_banks` makes them), so the output is the base model's: a backend may then run its adapter-free
+        graph, which skips the banks' cost. False is always correct.
+        """
 
     @abstractmethod
     def unet(
-        self, sample: torch.Tensor, timestep: torch.Tensor, cond: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
     ) -> torch.Tensor:
-        """Unguided model output for N rows."""
+        """Unguided model output for N rows (`adapter_free` as in `unet_cfg`)."""
 
     @abstractmethod
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ def load_runtime(
     vpt_tokens: int = 8,
     threads: int | None = None,
     fp16: bool = False,
+    base_graphs: bool = True,
 ) -> Runtime:
     if backend == "pytorch":
         from service.runtime.torch_runtime import TorchRuntime
@@ -28,7 +29,7 @@ def load_runtime(
     if backend == "onnxruntime":
         from service.runtime.onnx_runtime import OnnxRuntime
 
-        return OnnxRuntime(export_dir, threads=threads, fp16=fp16)
+        return OnnxRuntime(export_dir, threads=threads, fp16=fp16, base_graphs=base_graphs)
     if backend == "tensorrt":
         from service.runtime.tensorrt_runtime import TensorRTRuntime
 

@@ -1,4 +1,10 @@
-"""ONNX Runtime backend over an export directory (`diffplex export`): CPU, or CUDA with I/O binding."""
+"""ONNX Runtime backend over an export directory (`diffplex export`): CPU, or CUDA with I/O binding.
+
+U-Net calls in which no row carries an adapter (`adapter_free`) run the export's base variants, which take
+no banks: the banked graph pays for its per-row bank gathers and VPT keys even when every bank is zero.
+Exports without base variants run every call on the banked graphs. Each base session holds its own copy
+of the U-Net's weights (export/README.md says why they are not shared).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
-from export.manifest import TOKEN_EMBEDDINGS, Manifest, load_manifest
+from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, base_variant, load_manifest
 from export.ort_session import available_providers, open_session
 from service.runtime.base import BackboneInfo, Banks, Runtime
 
@@ -32,16 +38,29 @@ def backbone_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
     )
 
 
+def session_files(entry: GraphEntry, fp16: bool) -> tuple[str, str | None]:
+    """The file a graph's session runs, and its base variant's (None: the export has none)."""
+    # The portable graph, optimized by ORT at load: measured faster than the saved level-"all" file
+    # (BENCHMARKS.md, export section), which only saves start-up time.
+    variant = "fp16" if fp16 and "fp16" in entry.variants else None
+    # The base variant of the same precision, or none: an fp32 base beside an fp16 banked graph would make a
+    # request's image depend on whether its batchmates carry adapters.
+    return entry.variants[variant] if variant else entry.file, entry.variants.get(base_variant(variant))
+
+
 class GraphRunner:
-    """One graph's session: feeds by input name, drops bank inputs the graph does not take (P = 0)."""
+    """One graph's session: feeds by input name, drops inputs the graph does not take (banks when P = 0, all
+    adapter inputs for a base variant)."""
 
     def __init__(self, session: ort.InferenceSession, cuda: bool) -> None:
         self.session = session
         self.cuda = cuda
         self.inputs = [i.name for i in session.get_inputs()]
         self.output = session.get_outputs()[0].name
+        self.calls = 0  # which session served a call, for tests and debugging
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.calls += 1
         feed = {name: np.ascontiguousarray(tensors[name].numpy()) for name in self.inputs}
         if not self.cuda:
             return torch.from_numpy(self.session.run([self.output], feed)[0])
@@ -64,7 +83,9 @@ class OnnxRuntime(Runtime):
         prefer_gpu: bool = True,
         threads: int | None = None,
         fp16: bool = False,
+        base_graphs: bool = True,
     ) -> None:
+        """`base_graphs=False` opens no base sessions (less memory; every call runs the banked graphs)."""
         export_dir = Path(export_dir)
         manifest = load_manifest(export_dir, expected_fingerprint)
         providers = available_providers(prefer_gpu)
@@ -72,39 +93,40 @@ class OnnxRuntime(Runtime):
         self.name = "onnxruntime-cuda" if cuda else "onnxruntime-cpu"
         self.info = backbone_info(export_dir, manifest)
         self.graphs: dict[str, GraphRunner] = {}
+        self.base_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its adapter-free variant, where exported
+
+        def runner(file: str) -> GraphRunner:
+            return GraphRunner(open_session(export_dir / file, providers=providers, threads=threads), cuda)
+
         for graph, entry in manifest.graphs.items():
-            # The portable graph, optimized by ORT at load: measured faster than the saved level-"all" file
-            # (BENCHMARKS.md, export section), which only saves start-up time.
-            file = entry.variants["fp16"] if fp16 and "fp16" in entry.variants else entry.file
-            session = open_session(export_dir / file, providers=providers, threads=threads)
-            self.graphs[graph] = GraphRunner(session, cuda)
+            file, base = session_files(entry, fp16)
+            self.graphs[graph] = runner(file)
+            if base_graphs and base is not None:
+                self.base_graphs[graph] = runner(base)
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.graphs[TEXT_ENCODER]({"inputs_embeds": inputs_embeds, "adapter_slot": adapter_slot, **banks})
 
-    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks):  # noqa: ANN001, ANN201
-        return self.graphs[UNET_CFG](
-            {
-                "sample": sample,
-                "timestep": timestep.float(),
-                "encoder_hidden_states": cond,
-                "uncond_hidden_states": uncond,
-                "guidance_scale": guidance_scale.float(),
-                "adapter_slot": adapter_slot,
-                **banks,
-            }
-        )
+    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+        tensors = {
+            "sample": sample,
+            "timestep": timestep.float(),
+            "encoder_hidden_states": cond,
+            "uncond_hidden_states": uncond,
+            "guidance_scale": guidance_scale.float(),
+        }
+        return self._unet(UNET_CFG, tensors, adapter_slot, banks, adapter_free)
 
-    def unet(self, sample, timestep, cond, adapter_slot, banks):  # noqa: ANN001, ANN201
-        return self.graphs[UNET_PLAIN](
-            {
-                "sample": sample,
-                "timestep": timestep.float(),
-                "encoder_hidden_states": cond,
-                "adapter_slot": adapter_slot,
-                **banks,
-            }
-        )
+    def unet(self, sample, timestep, cond, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+        tensors = {"sample": sample, "timestep": timestep.float(), "encoder_hidden_states": cond}
+        return self._unet(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free)
+
+    def _unet(
+        self, graph: str, tensors: dict[str, torch.Tensor], adapter_slot: torch.Tensor, banks: Banks, adapter_free: bool
+    ) -> torch.Tensor:
+        if adapter_free and (base := self.base_graphs.get(graph)) is not None:
+            return base(tensors)
+        return self.graphs[graph]({**tensors, "adapter_slot": adapter_slot, **banks})
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.graphs[VAE_ENCODER]({"image": image})

@@ -37,3 +37,6 @@ class TensorRTRuntime(OnnxRuntime):
         self.graphs = {
             g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
         }
+        # No engines of the U-Nets' base variants are built (export/tensorrt_build.py): adapter-free calls run
+        # the banked engines in slot 0.
+        self.base_graphs = {}

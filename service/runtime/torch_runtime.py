@@ -63,10 +63,11 @@ class TorchRuntime(Runtime):
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self._run(TEXT_ENCODER, "text_encoder", banks, inputs_embeds, adapter_slot)
 
-    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks):  # noqa: ANN001, ANN201
+    # The reference runs every call through the banked modules: `adapter_free` is only a permission to skip them.
+    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
         return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, adapter_slot)
 
-    def unet(self, sample, timestep, cond, adapter_slot, banks):  # noqa: ANN001, ANN201
+    def unet(self, sample, timestep, cond, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
         return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, adapter_slot)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import pytest
 from adapters.packing import ADAPTER_SLOT
 from export.errors import ExportError
 from export.exporter import ExportOptions, export_pipeline
-from export.graphs import GRAPHS, UNET_CFG
+from export.graphs import BASE_GRAPHS, GRAPHS, UNET_CFG
 from export.manifest import MANIFEST, Manifest, load_manifest
 from export.parity import check_export
 
@@ -22,10 +22,28 @@ def test_every_graph_is_written_with_its_variants(tiny_export: tuple[Path, Manif
     assert set(manifest.graphs) == set(GRAPHS)
     for name, entry in manifest.graphs.items():
         assert (out / entry.file).is_file()
-        assert set(entry.variants) == {"ort_optimized", "fp16"}, name
+        variants = {"ort_optimized", "fp16"}
+        if name in BASE_GRAPHS:
+            variants |= {"base", "base_ort_optimized", "base_fp16"}
+        assert set(entry.variants) == variants, name
+        assert all(file in manifest.files for file in entry.variants.values()), name
         model = onnx.load(str(out / entry.file))
         assert model.opset_import[0].version >= 17
         assert [i.name for i in model.graph.input] == [i["name"] for i in entry.inputs]
+
+
+@pytest.mark.parametrize("name", BASE_GRAPHS)
+def test_base_variants_take_the_contract_inputs_less_the_adapters(
+    tiny_export: tuple[Path, Manifest], name: str
+) -> None:
+    out, manifest = tiny_export
+    entry = manifest.graphs[name]
+    adapter_inputs = {ADAPTER_SLOT} | {i["name"] for i in entry.inputs if i["name"].startswith(("lora_", "vpt"))}
+    want = [i["name"] for i in entry.inputs if i["name"] not in adapter_inputs]
+    for variant in ("base", "base_ort_optimized", "base_fp16"):
+        model = onnx.load(str(out / entry.variants[variant]))
+        assert [i.name for i in model.graph.input] == want, variant
+        assert [o.name for o in model.graph.output] == [o["name"] for o in entry.outputs], variant
 
 
 def test_unet_cfg_takes_the_contract_inputs(tiny_export: tuple[Path, Manifest]) -> None:
@@ -85,8 +103,11 @@ def test_parity_on_random_inputs_and_banks(tiny_export: tuple[Path, Manifest], t
     assert not failed, "\n".join(failed)
     checked = {(r.graph, r.variant) for r in reports if not r.skipped}
     assert {(g, v) for g in GRAPHS for v in ("onnx", "ort_optimized")} <= checked
+    assert {(g, v) for g in BASE_GRAPHS for v in ("base", "base_ort_optimized")} <= checked
     unet = next(r for r in reports if (r.graph, r.variant) == (UNET_CFG, "onnx"))
     assert set(unet.metrics) == {"ort_vs_torch", "batch_invariance", "slot0_is_base"}
+    base = next(r for r in reports if (r.graph, r.variant) == (UNET_CFG, "base"))
+    assert set(base.metrics) == {"ort_vs_torch", "batch_invariance"}
 
 
 @pytest.mark.parametrize(

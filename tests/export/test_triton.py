@@ -168,3 +168,9 @@ def test_cli_writes_the_repository_of_an_existing_export(
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == sorted(manifest.graphs)
     with pytest.raises(ExportError, match="diffplex export"):
         write_repository(tmp_path / "missing", tmp_path / "r2")
+
+
+def test_base_variants_are_not_served(tiny_export: tuple[Path, Manifest], tmp_path: Path) -> None:
+    out, _ = tiny_export
+    with pytest.raises(ExportError, match="adapter-free variant"):
+        write_repository(out, tmp_path / "base", TritonOptions(variant="base"))

@@ -33,11 +33,12 @@ class FaultyRuntime:
         uncond: torch.Tensor,
         guidance: torch.Tensor,
         *rest: object,
+        **options: object,
     ) -> torch.Tensor:
         if bool((guidance == POISON).any()):
             self.failed_calls += 1
             raise RuntimeError("injected U-Net fault")
-        return self._inner.unet_cfg(sample, timestep, cond, uncond, guidance, *rest)
+        return self._inner.unet_cfg(sample, timestep, cond, uncond, guidance, *rest, **options)
 
 
 def _requests() -> list[GenerationRequest]:

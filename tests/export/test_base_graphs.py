@@ -1,0 +1,45 @@
+"""The U-Nets' base variants: with every row in slot 0 (zero banks), the banked graph's output is the base
+graph's, so a runtime may run adapter-free calls on the base graph without changing an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.graphs import BASE_GRAPHS, graph_io
+from export.manifest import Manifest
+from export.ort_session import open_session
+from export.parity import BATCH_TOLERANCE, relative_error
+from export.random_inputs import Dims, random_inputs
+
+ROWS = 3
+
+
+def _run(export_dir: Path, file: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    session = open_session(export_dir / file, threads=1)
+    return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
+
+
+@pytest.mark.parametrize("name", BASE_GRAPHS)
+def test_base_graph_equals_the_banked_graph_in_slot_0(tiny_export: tuple[Path, Manifest], name: str) -> None:
+    out, manifest = tiny_export
+    inputs, _ = graph_io(
+        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
+    )
+    size = manifest.latent_size
+    dims = Dims(ROWS, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor)
+
+    def feed(slot_rows: list[int]) -> dict[str, np.ndarray]:
+        # Same seed: the same rows and banks; slot 0 is zero, slots 1 and 2 hold random adapters.
+        values = random_inputs(inputs, dims, seed=5, slot_rows=slot_rows)
+        return {spec.name: value.numpy() for spec, value in zip(inputs, values, strict=True)}
+
+    entry = manifest.graphs[name]
+    slot0 = feed([0] * ROWS)
+    base = _run(out, entry.variants["base"], slot0)
+    assert relative_error(base, _run(out, entry.file, slot0)) <= BATCH_TOLERANCE
+    # The banks do act on rows in other slots, so the comparison above could have failed.
+    adapted = _run(out, entry.file, feed([1, 2, 1]))
+    assert relative_error(adapted, base) > 1e-3

@@ -1,0 +1,131 @@
+"""The ONNX Runtime backend runs adapter-free U-Net calls on the export's base graphs and every other call on
+the banked ones (told apart by which session ran), with the same output; exports without base graphs work."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from adapters.packing import pack_banks
+from export.graphs import UNET_CFG, UNET_PLAIN
+from export.manifest import Manifest, is_base_variant, load_manifest
+from export.parity import BATCH_TOLERANCE, relative_error
+from service.engine import Engine, EngineConfig, GenerationRequest
+from service.runtime.onnx_runtime import OnnxRuntime, session_files
+from tests.service.engine.helpers import generate, max_pixel_diff, random_lora
+
+PROMPT = "a red circle on a blue background"
+TEXT_DIM = 32  # the tiny pipeline's (tests/export/builders.py)
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_export: tuple[Path, Manifest]) -> OnnxRuntime:
+    return OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1)
+
+
+def without_variants(export: Path, target: Path, drop: Callable[[str], bool]) -> Path:
+    """A copy of `export` whose manifest and directory lack the variants `drop` picks, as an export made
+    before they existed."""
+    shutil.copytree(export, target)
+    manifest = load_manifest(target)
+    for entry in manifest.graphs.values():
+        for variant in [v for v in entry.variants if drop(v)]:
+            file = entry.variants.pop(variant)
+            del manifest.files[file]
+            (target / file).unlink()
+    manifest.save(target)
+    return target
+
+
+def call(runtime: OnnxRuntime, graph: str, adapter_free: bool) -> torch.Tensor:
+    """One U-Net call of two rows on seeded inputs, with banks packed for adapter-free rows (slot 0 only)."""
+    info = runtime.info
+    g = torch.Generator().manual_seed(0)
+    size = info.latent_size
+    rows = 2
+    sample = torch.randn(rows, info.latent_channels, size, size, generator=g)
+    timestep = torch.tensor([500.0, 20.0])
+    cond = torch.randn(rows, info.spec.max_length, TEXT_DIM, generator=g)
+    packed = pack_banks([None] * rows, info.spec, info.lora_rank, info.vpt_tokens, components=("unet",))
+    if graph == UNET_PLAIN:
+        return runtime.unet(sample, timestep, cond, packed.adapter_slot, packed.unet, adapter_free=adapter_free)
+    uncond = torch.zeros_like(cond)
+    guidance = torch.full((rows,), 5.0)
+    return runtime.unet_cfg(
+        sample, timestep, cond, uncond, guidance, packed.adapter_slot, packed.unet, adapter_free=adapter_free
+    )
+
+
+def calls(runtime: OnnxRuntime) -> dict[str, int]:
+    runners = {"banked": runtime.graphs, "base": runtime.base_graphs}
+    return {f"{kind}.{g}": runners[kind][g].calls for kind in runners for g in (UNET_CFG, UNET_PLAIN)}
+
+
+def ran(runtime: OnnxRuntime, before: dict[str, int]) -> dict[str, int]:
+    """Calls per session since `before`, only those that ran."""
+    return {k: n - before[k] for k, n in calls(runtime).items() if n != before[k]}
+
+
+@pytest.mark.parametrize("graph", [UNET_CFG, UNET_PLAIN])
+def test_adapter_free_calls_run_the_base_graph_with_the_same_output(runtime: OnnxRuntime, graph: str) -> None:
+    before = calls(runtime)
+    base = call(runtime, graph, adapter_free=True)
+    assert ran(runtime, before) == {f"base.{graph}": 1}
+    before = calls(runtime)
+    banked = call(runtime, graph, adapter_free=False)
+    assert ran(runtime, before) == {f"banked.{graph}": 1}
+    assert relative_error(base.numpy(), banked.numpy()) <= BATCH_TOLERANCE
+
+
+def test_the_engine_marks_only_calls_without_adapters(runtime: OnnxRuntime) -> None:
+    engine = Engine(runtime, EngineConfig(max_rows=32))
+    lora = ((random_lora(runtime.info.spec, 1), 0.8),)
+    plain = GenerationRequest(PROMPT, seed=1, steps=2)
+    unguided = GenerationRequest(PROMPT, seed=1, steps=2, guidance_scale=1.0)
+    adapted = GenerationRequest(PROMPT, seed=1, steps=2, adapters=lora)
+
+    before = calls(runtime)
+    generate(engine, plain, unguided)
+    assert ran(runtime, before) == {f"base.{UNET_CFG}": 2, f"base.{UNET_PLAIN}": 2}
+    before = calls(runtime)
+    generate(engine, adapted)
+    assert ran(runtime, before) == {f"banked.{UNET_CFG}": 2}
+    before = calls(runtime)  # one adapted row makes the whole call banked; slot 0 rows still get the base model
+    generate(engine, plain, adapted)
+    assert ran(runtime, before) == {f"banked.{UNET_CFG}": 2}
+
+
+def test_an_export_without_base_graphs_runs_every_call_banked(
+    tiny_export: tuple[Path, Manifest], runtime: OnnxRuntime, tmp_path: Path
+) -> None:
+    old = OnnxRuntime(without_variants(tiny_export[0], tmp_path / "old", is_base_variant), prefer_gpu=False, threads=1)
+    assert old.base_graphs == {}
+    before = calls(runtime)
+    want = call(runtime, UNET_CFG, adapter_free=True)
+    assert ran(runtime, before) == {f"base.{UNET_CFG}": 1}
+    assert old.graphs[UNET_CFG].calls == 0
+    got = call(old, UNET_CFG, adapter_free=True)
+    assert old.graphs[UNET_CFG].calls == 1
+    assert relative_error(got.numpy(), want.numpy()) <= BATCH_TOLERANCE
+    request = GenerationRequest(PROMPT, seed=4, steps=3)
+    images = [generate(Engine(r), request)[0] for r in (old, runtime)]
+    assert max_pixel_diff(*images) <= 1
+
+
+def test_base_graphs_match_the_banked_graphs_precision(tiny_export: tuple[Path, Manifest]) -> None:
+    entry = tiny_export[1].graphs[UNET_CFG]
+    assert session_files(entry, fp16=False) == ("unet_cfg.onnx", "unet_cfg.base.onnx")
+    assert session_files(entry, fp16=True) == ("unet_cfg.fp16.onnx", "unet_cfg.base.fp16.onnx")
+    # fp32 base graphs beside fp16 banked ones would switch precision per batch: none is used then.
+    older = replace(entry, variants={k: v for k, v in entry.variants.items() if k != "base_fp16"})
+    assert session_files(older, fp16=True) == ("unet_cfg.fp16.onnx", None)
+    assert session_files(tiny_export[1].graphs["vae_decoder"], fp16=False) == ("vae_decoder.onnx", None)
+
+
+def test_base_sessions_can_be_left_closed(tiny_export: tuple[Path, Manifest]) -> None:
+    assert OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1, base_graphs=False).base_graphs == {}
