@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export.exporter import ExportOptions, export_pipeline
-from service.bench.report import machine, table
+from service.bench.report import machine, shown_path, table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict:
     median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     return {
         "machine": machine(),
-        "model": str(args.model),
+        "model": shown_path(args.model),
         "rounds": args.rounds,
         "fp16": args.fp16,
         "seconds": median,
@@ -51,9 +51,10 @@ def markdown(r: dict, command: str) -> str:
         [
             "## Export time (`diffplex bench export`)",
             "",
-            f"Machine: {r['machine']}. `export_pipeline` on `{r['model']}` (fused-CFG and plain U-Net, text encoder, "
-            f"VAE; ORT-optimized variants{', fp16 variants' if r['fp16'] else ''}), median of {r['rounds']} "
-            f"round(s): **{total:.1f} s** total, {r['bytes'] / (1 << 20):.0f} MiB written. Command: `{command}`.",
+            f"Machine: {r['machine']}. `export_pipeline` on `{r['model']}` (fused-CFG and plain U-Net, banked and "
+            f"adapter-free base, text encoder, VAE; ORT-optimized variants{', fp16 variants' if r['fp16'] else ''}), "
+            f"median of {r['rounds']} round(s): **{total:.1f} s** total, {r['bytes'] / (1 << 20):.0f} MiB written. "
+            f"Command: `{command}`.",
             "",
             table(["graph", "trace to ONNX s", "ORT optimize s", "share of total"], rows),
         ]

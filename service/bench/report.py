@@ -30,6 +30,14 @@ def machine(with_torch: bool = True) -> str:
     return f"{head}, {gpu}, torch {torch.__version__}"
 
 
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is under it: reports name files as a reader finds them."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def update_section(path: Path, name: str, markdown: str) -> None:
     """Put `markdown` between `<!-- bench:name -->` markers, appending the section the first time."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
