@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -16,19 +17,31 @@ def canonical_module_name(component: str, name: str) -> str:
     return f"{component}.{name.removeprefix('text_model.')}" if name else component
 
 
+def fingerprinted_parameters(unet: nn.Module, text_encoder: nn.Module) -> dict[str, nn.Parameter]:
+    """Every parameter the fingerprint covers, by canonical name."""
+    params = {canonical_module_name("unet", n): p for n, p in unet.named_parameters()}
+    return params | {canonical_module_name("text_encoder", n): p for n, p in text_encoder.named_parameters()}
+
+
+def sampled_names(names: Iterable[str]) -> list[str]:
+    """The canonical parameter names whose values the fingerprint hashes (evenly spaced in name order): all a
+    backbone built without weights needs to load to be fingerprinted."""
+    ordered = sorted(names)
+    step = max(1, len(ordered) // SAMPLED_TENSORS)
+    return ordered[::step][:SAMPLED_TENSORS]
+
+
 def backbone_fingerprint(unet: nn.Module, text_encoder: nn.Module) -> str:
     """sha256 over every parameter's canonical name and shape, plus the values of a few of them.
 
     Values are hashed as float16, so an fp32 backbone and its fp16 cast share a fingerprint.
     """
-    params = {canonical_module_name("unet", n): p for n, p in unet.named_parameters()}
-    params |= {canonical_module_name("text_encoder", n): p for n, p in text_encoder.named_parameters()}
+    params = fingerprinted_parameters(unet, text_encoder)
     names = sorted(params)
     h = hashlib.sha256()
     for name in names:
         h.update(f"{name}:{tuple(params[name].shape)}\n".encode())
-    step = max(1, len(names) // SAMPLED_TENSORS)
-    for name in names[::step][:SAMPLED_TENSORS]:
+    for name in sampled_names(names):
         values = params[name].detach().reshape(-1)[:SAMPLED_ELEMENTS].to("cpu", torch.float16)
         h.update(name.encode() + values.numpy().tobytes())
     return h.hexdigest()

@@ -104,7 +104,7 @@ class JobManager:
     def __init__(
         self,
         store: Store,
-        runner: Runner,
+        runner: Runner | None,
         planner: Planner,
         settings: Settings,
         stream: JobStream | None = None,
@@ -112,7 +112,7 @@ class JobManager:
     ) -> None:
         self.store = store
         self.stream = stream  # set: jobs are enqueued for workers instead of run here
-        self.runner = runner
+        self.runner = runner  # None: this replica runs no model (role "api": `stream` is set and takes every job)
         self.planner = planner
         self.settings = settings
         self.ttl_s = settings.limits.job_ttl_s
@@ -186,6 +186,8 @@ class JobManager:
         return record.model_copy()
 
     def _submit(self, live: LiveJob, plan: Plan) -> Batch:
+        if self.runner is None:
+            raise RuntimeError("this replica runs no model (role api): jobs go to the workers through the stream")
         loop = asyncio.get_running_loop()
         batch = self.runner.submit(plan.requests, lambda s, t: loop.call_soon_threadsafe(live.progress, s, t))
         live.batch = batch

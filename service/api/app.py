@@ -1,5 +1,6 @@
 """`create_app(settings)`: the FastAPI app. The store opens at startup; the model loads in the background
-(runtime, engine thread, adapter cache, one warm-up generation) while `/livez` already answers."""
+(runtime, engine thread, adapter cache, one warm-up generation; role "api": only what validation needs) while
+`/livez` already answers."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from service.instrumented_runtime import InstrumentedRuntime
 from service.jobs import JobManager
 from service.metrics import Metrics
 from service.runner import Runner
-from service.runtime import load_runtime
+from service.runtime import BackboneInfo, load_backbone_info, load_runtime
 from service.settings import Settings
 from service.stores import open_store
 from service.stores.open import open_stream
@@ -34,9 +35,8 @@ DRAIN_TIMEOUT_S = 120.0  # accepted work finishes on shutdown; what does not is 
 WARMUP_TIMEOUT_S = 600.0
 
 
-def build_engine(settings: Settings, metrics: Metrics, start: bool = True) -> Engine:
-    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread (unless `start` is
-    False: an API replica of role "api" only needs the backbone's shapes to validate requests)."""
+def build_engine(settings: Settings, metrics: Metrics) -> Engine:
+    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread."""
     runtime = load_runtime(
         settings.backend,
         settings.model_dir,
@@ -57,9 +57,20 @@ def build_engine(settings: Settings, metrics: Metrics, start: bool = True) -> En
     # Read at scrape time: the engine thread owns these caches and needs no metrics of its own.
     metrics.packed_cache_bytes.labels("rows").set_function(lambda: engine.row_cache.bytes)
     metrics.packed_cache_bytes.labels("banks").set_function(lambda: engine.bank_cache.bytes)
-    if start:
-        engine.start()
+    engine.start()
     return engine
+
+
+def validation_info(settings: Settings) -> BackboneInfo:
+    """Blocking: role "api" validates requests and adapter uploads against the backbone and runs none of it, so
+    it reads the backbone's shapes and fingerprint (the same the workers' runtime reports) without its weights."""
+    return load_backbone_info(
+        settings.backend,
+        settings.model_dir,
+        settings.export_dir,
+        lora_rank=settings.engine.lora_rank,
+        vpt_tokens=settings.engine.vpt_tokens,
+    )
 
 
 def warm_up(engine: Engine) -> None:
@@ -70,27 +81,33 @@ def warm_up(engine: Engine) -> None:
 
 async def load_model(state: ServiceState) -> None:
     settings = state.settings
-    runs_model = settings.role != "api"
+    engine: Engine | None = None
     try:
         stream = await asyncio.to_thread(open_stream, settings, state.store)  # Redis: the job stream
-        engine = await asyncio.to_thread(build_engine, settings, state.metrics, runs_model)
-        if settings.warmup and runs_model:
-            await asyncio.to_thread(warm_up, engine)
+        if settings.role == "api":
+            info = await asyncio.to_thread(validation_info, settings)
+        else:
+            engine = await asyncio.to_thread(build_engine, settings, state.metrics)
+            info = engine.info
+            if settings.warmup:
+                await asyncio.to_thread(warm_up, engine)
     except Exception as error:  # noqa: BLE001 - reported by /readyz and every model route
         log.exception("the model did not load")
         state.load_error = f"the model did not load ({type(error).__name__}: {error})"
         return
-    info = engine.info
     limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens)
     cache = AdapterCache(state.store, info.spec, limits, settings.adapter_cache_bytes, state.metrics)
-    runner = Runner(engine, state.metrics)
+    runner = Runner(engine, state.metrics) if engine is not None else None
     job_manager = JobManager(state.store, runner, state.plan, settings, stream, settings.worker.consumer)
     job_manager.start(recover=stream is None)
-    worker = StreamWorker(job_manager, stream, engine, settings) if stream is not None and runs_model else None
+    worker = StreamWorker(job_manager, stream, engine, settings) if stream is not None and engine is not None else None
     if worker is not None:
         worker.start()
-    state.model = ModelParts(engine=engine, cache=cache, runner=runner, jobs=job_manager, limits=limits, worker=worker)
-    log.info("ready", extra={"backend": engine.runtime.name, "image_size": info.image_size})
+    state.model = ModelParts(
+        info=info, cache=cache, jobs=job_manager, limits=limits, engine=engine, runner=runner, worker=worker
+    )
+    backend = engine.runtime.name if engine is not None else f"{settings.backend} (validation only)"
+    log.info("ready", extra={"backend": backend, "image_size": info.image_size})
 
 
 @asynccontextmanager
@@ -111,7 +128,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if state.model.worker is not None:  # stop taking jobs; running ones finish and are acknowledged
                 await state.model.worker.drain(DRAIN_TIMEOUT_S)
             await state.model.jobs.stop(DRAIN_TIMEOUT_S)
-            await asyncio.to_thread(state.model.engine.stop, True, DRAIN_TIMEOUT_S)
+            if state.model.engine is not None:
+                await asyncio.to_thread(state.model.engine.stop, True, DRAIN_TIMEOUT_S)
             state.model.cache.close()
         store.close()
 

@@ -18,6 +18,7 @@ from service.jobs import JobManager
 from service.metrics import Metrics
 from service.params import ImageParams
 from service.runner import Runner
+from service.runtime.base import BackboneInfo
 from service.settings import Settings
 from service.stores.base import Store
 from service.worker import StreamWorker
@@ -25,11 +26,14 @@ from service.worker import StreamWorker
 
 @dataclass
 class ModelParts:
-    engine: Engine
+    info: BackboneInfo  # what requests and adapter uploads are validated against
     cache: AdapterCache
-    runner: Runner
     jobs: JobManager
     limits: ExportLimits
+    # The model that runs requests: None on an API replica of role "api", which validates and enqueues only and
+    # holds the backbone's shapes and fingerprint, not its weights (service/runtime/loader.py).
+    engine: Engine | None = None
+    runner: Runner | None = None
     worker: StreamWorker | None = None  # runs jobs from the Redis job stream (roles "all" and "worker")
 
 
@@ -53,15 +57,15 @@ class ServiceState:
     ) -> Plan:
         """Blocking: run it in a worker thread."""
         assert self.model is not None
-        engine = self.model.engine
+        info = self.model.info
         return plan(
             params,
             tenant,
             self.store,
             self.model.cache,
             self.settings,
-            engine.info,
-            engine.size_multiple,
+            info,
+            info.size_multiple,
             init_image=init_image,
             strength=strength,
             request_id=request_id,

@@ -124,8 +124,7 @@ class Engine:
         self._shape_turn = 0
         self._tenant_turn = 0
         self.stats = {"unet_calls": 0, "unet_rows": 0, "ticks": 0, "images": 0}
-        multiple = self.info.vae_scale_factor * self.info.latent_multiple
-        self.size_multiple = multiple
+        self.size_multiple = self.info.size_multiple
 
     # -- submission --------------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, progress: Progress | None = None) -> Job:

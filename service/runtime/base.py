@@ -38,6 +38,11 @@ class BackboneInfo:
     def image_size(self) -> int:
         return self.latent_size * self.vae_scale_factor
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must divide by this: pixels per latent pixel, times what the U-Net's downsampling needs."""
+        return self.vae_scale_factor * self.latent_multiple
+
 
 class Runtime(ABC):
     name: str

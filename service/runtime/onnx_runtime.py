@@ -8,34 +8,17 @@ of the U-Net's weights (export/README.md says why they are not shared).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from safetensors.torch import load_file
 
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
-from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, base_variant, load_manifest
+from export.manifest import GraphEntry, base_variant, load_manifest
 from export.ort_session import available_providers, open_session
-from service.runtime.base import BackboneInfo, Banks, Runtime
-
-
-def backbone_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
-    return BackboneInfo(
-        spec=manifest.spec,
-        lora_rank=manifest.lora_rank,
-        vpt_tokens=manifest.vpt_tokens,
-        latent_channels=manifest.latent_channels,
-        latent_size=manifest.latent_size,
-        latent_multiple=manifest.latent_multiple,
-        vae_scale_factor=manifest.vae_scale_factor,
-        scaling_factor=manifest.scaling_factor,
-        scheduler_config=json.loads((export_dir / "scheduler" / "scheduler_config.json").read_text()),
-        tokenizer_dir=export_dir / "tokenizer",
-        token_embedding=load_file(export_dir / TOKEN_EMBEDDINGS)["token_embedding"],
-    )
+from service.runtime.base import Banks, Runtime
+from service.runtime.info import export_info
 
 
 def session_files(entry: GraphEntry, fp16: bool) -> tuple[str, str | None]:
@@ -91,7 +74,7 @@ class OnnxRuntime(Runtime):
         providers = available_providers(prefer_gpu)
         cuda = providers[0] == "CUDAExecutionProvider"
         self.name = "onnxruntime-cuda" if cuda else "onnxruntime-cpu"
-        self.info = backbone_info(export_dir, manifest)
+        self.info = export_info(export_dir, manifest)
         self.graphs: dict[str, GraphRunner] = {}
         self.base_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its adapter-free variant, where exported
 

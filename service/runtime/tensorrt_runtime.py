@@ -6,7 +6,8 @@ from pathlib import Path
 
 from export.manifest import load_manifest
 from export.tensorrt_session import TensorRTSession
-from service.runtime.onnx_runtime import OnnxRuntime, backbone_info
+from service.runtime.info import export_info
+from service.runtime.onnx_runtime import OnnxRuntime
 
 
 class _EngineRunner:
@@ -33,7 +34,7 @@ class TensorRTRuntime(OnnxRuntime):
             raise FileNotFoundError(
                 f"{export_dir} has no TensorRT engines for {', '.join(missing)}: export with {flag}"
             )
-        self.info = backbone_info(export_dir, manifest)
+        self.info = export_info(export_dir, manifest)
         self.graphs = {
             g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
         }

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
+from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
 from export.backbone import load_backbone
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, bank_specs, build_graph_modules
-from service.runtime.base import BackboneInfo, Banks, Runtime
+from service.runtime.base import Banks, Runtime
+from service.runtime.info import pipeline_info
 
 
 class TorchRuntime(Runtime):
@@ -26,8 +26,8 @@ class TorchRuntime(Runtime):
         text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
     ) -> None:
         backbone = load_backbone(model_dir)
-        spec = build_spec(backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets)
-        vpt_tokens = vpt_tokens if spec.vpt_blocks else 0
+        self.info = pipeline_info(backbone, lora_rank, vpt_tokens, unet_targets, text_encoder_targets)
+        spec, vpt_tokens = self.info.spec, self.info.vpt_tokens
         self.device = torch.device(device)
         for module in (backbone.unet, backbone.text_encoder, backbone.vae):
             module.to(self.device)
@@ -38,19 +38,6 @@ class TorchRuntime(Runtime):
             component: [b.name for b in bank_specs(spec, component, lora_rank, vpt_tokens)]
             for component in ("unet", "text_encoder")
         }
-        self.info = BackboneInfo(
-            spec=spec,
-            lora_rank=lora_rank,
-            vpt_tokens=vpt_tokens,
-            latent_channels=backbone.latent_channels,
-            latent_size=backbone.latent_size,
-            latent_multiple=backbone.latent_multiple,
-            vae_scale_factor=backbone.vae_scale_factor,
-            scaling_factor=float(backbone.vae.config.scaling_factor),
-            scheduler_config=json.loads((Path(model_dir) / "scheduler" / "scheduler_config.json").read_text()),
-            tokenizer_dir=Path(model_dir) / "tokenizer",
-            token_embedding=backbone.text_encoder.get_input_embeddings().weight.detach().cpu(),
-        )
 
     def _banks(self, component: str, banks: Banks) -> list[torch.Tensor]:
         return [banks[name].to(self.device) for name in self._bank_order[component]]

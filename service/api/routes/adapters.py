@@ -50,7 +50,7 @@ async def put_adapter(
     if len(data) > limits.max_upload_bytes:
         raise ApiError(413, f"the file is larger than {limits.max_upload_bytes} bytes", param="file", code="too_large")
     meta = await asyncio.to_thread(
-        inspect_upload, data, name, kind, token, model.engine.info.spec, model.limits, limits.max_upload_bytes
+        inspect_upload, data, name, kind, token, model.info.spec, model.limits, limits.max_upload_bytes
     )
     if meta.tokens:
         others = await asyncio.to_thread(state.store.list_adapters, tenant)

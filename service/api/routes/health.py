@@ -34,6 +34,8 @@ async def readyz(state: State) -> JSONResponse:
         )
         return respond(ApiError(503, reason, type="server_error", code="not_ready"))
     engine = state.model.engine
+    if engine is None:  # role "api": validates and enqueues; the workers' /readyz report their engines
+        return JSONResponse({"status": "ready", "role": "api", "backend": state.settings.backend})
     return JSONResponse({"status": "ready", "backend": engine.runtime.name, "load": engine.load})
 
 

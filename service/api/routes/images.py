@@ -20,6 +20,7 @@ from service.errors import ApiError
 from service.generation import Plan
 from service.images import decode_image
 from service.results import render
+from service.runner import Runner
 
 router = APIRouter(tags=["images"])
 
@@ -52,15 +53,15 @@ async def _until_done_or_gone(request: Request, waiter: asyncio.Future, on_gone:
     return waiter.result()
 
 
-async def _run(request: Request, state: State, caller: Caller, model: Model, plan: Plan) -> dict[str, Any]:
+async def _run(request: Request, state: State, caller: Caller, runner: Runner, plan: Plan) -> dict[str, Any]:
     """Images of the caller's incarnation: stored files are refused (TenantGone: 404) if it was deleted
     while they were made, even if a tenant of that name exists again."""
-    batch = model.runner.submit(plan.requests)
+    batch = runner.submit(plan.requests)
 
     async def free_rows() -> None:  # its rows leave the engine at the next tick
         batch.cancel()
 
-    results = await _until_done_or_gone(request, asyncio.ensure_future(model.runner.wait(batch)), free_rows)
+    results = await _until_done_or_gone(request, asyncio.ensure_future(runner.wait(batch)), free_rows)
     data = await asyncio.to_thread(
         render,
         results,
@@ -83,8 +84,8 @@ async def _run_queued(
     image: bytes | None = None,
     strength: float = 0.8,
 ) -> dict[str, Any]:
-    """Role "api": the request becomes a job for the workers (validated here first), answered once its record
-    is final."""
+    """Role "api" (no model here): the request becomes a job for the workers (validated here first), answered
+    once its record is final."""
     jobs, tenant = model.jobs, caller.name
     record = await jobs.create(
         tenant, caller.epoch, params, str(request.base_url), request.state.request_id, image, strength
@@ -114,10 +115,10 @@ async def _run_queued(
 )
 async def generations(params: ImageParams, request: Request, state: State, caller: Caller, model: Model) -> Any:
     """Text to image. `prompt` may carry `<lora:name:weight>` tags and your embeddings' tokens."""
-    if model.worker is None and state.settings.role == "api":
+    if model.runner is None:
         return await _run_queued(request, caller, model, params)
     plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id)
-    return await _run(request, state, caller, model, plan)
+    return await _run(request, state, caller, model.runner, plan)
 
 
 @router.post(
@@ -153,8 +154,8 @@ async def edits(request: Request, state: State, caller: Caller, model: Model) ->
     data = await image.read()
     if len(data) > state.settings.limits.max_upload_bytes:
         raise ApiError(413, f"the image is larger than {state.settings.limits.max_upload_bytes} bytes", param="image")
-    if model.worker is None and state.settings.role == "api":
+    if model.runner is None:
         return await _run_queued(request, caller, model, params, data, strength)
     pixels = await asyncio.to_thread(decode_image, data)
     plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id, pixels, strength)
-    return await _run(request, state, caller, model, plan)
+    return await _run(request, state, caller, model.runner, plan)

@@ -16,16 +16,14 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 
-from service.api import create_app
 from service.api.deps import State, authenticated
-from service.api.state import ServiceState
 from service.settings import Settings
 from service.stores import LocalStore
 from service.stores.base import TenantRecord
+from tests.service.api.in_process import in_process
 from tests.service.api.server import ADMIN_KEY
 from tests.service.api.test_images import FAST, assert_error
 
-LOAD_TIMEOUT_S = 240.0
 PROMPT = "a red circle on a blue background"
 
 
@@ -40,17 +38,8 @@ async def serving(model_dir: Path, data_dir: Path) -> AsyncIterator[tuple[FastAP
         warmup=False,
         engine={"lora_rank": 4, "vpt_tokens": 3, "threads": 1},
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        state: ServiceState = app.state.service
-        deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT_S
-        while state.model is None:  # loading in the background, as in `diffplex serve`
-            assert state.load_error is None, state.load_error
-            assert asyncio.get_running_loop().time() < deadline, "the model did not load"
-            await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://diffplex.test", timeout=120) as client:
-            yield app, client
+    async with in_process(settings) as (app, client):
+        yield app, client
 
 
 async def recreated_after_authentication(request: Request, state: State) -> TenantRecord:

@@ -1,0 +1,59 @@
+"""BackboneInfo, the backbone as the host sees it, from an export's manifest or from a pipeline's modules.
+
+Neither needs the weights that run the model: an export's comes from its manifest, tokenizer, scheduler and
+token embedding table; a pipeline's from modules that may be built without weights
+(export/backbone.py `load_backbone_without_weights`). So an API replica of role "api", which only validates
+requests, holds no graph session and no model parameter (service/runtime/loader.py `load_backbone_info`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
+from export.backbone import Backbone
+from export.manifest import TOKEN_EMBEDDINGS, Manifest
+from service.runtime.base import BackboneInfo
+
+
+def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
+    return BackboneInfo(
+        spec=manifest.spec,
+        lora_rank=manifest.lora_rank,
+        vpt_tokens=manifest.vpt_tokens,
+        latent_channels=manifest.latent_channels,
+        latent_size=manifest.latent_size,
+        latent_multiple=manifest.latent_multiple,
+        vae_scale_factor=manifest.vae_scale_factor,
+        scaling_factor=manifest.scaling_factor,
+        scheduler_config=json.loads((export_dir / "scheduler" / "scheduler_config.json").read_text()),
+        tokenizer_dir=export_dir / "tokenizer",
+        token_embedding=load_file(export_dir / TOKEN_EMBEDDINGS)["token_embedding"],
+    )
+
+
+def pipeline_info(
+    backbone: Backbone,
+    lora_rank: int,
+    vpt_tokens: int,
+    unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
+    text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
+) -> BackboneInfo:
+    """R and P are the PyTorch backend's choice (an export fixes its own); P is 0 where the U-Net takes no VPT."""
+    spec = build_spec(backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets)
+    return BackboneInfo(
+        spec=spec,
+        lora_rank=lora_rank,
+        vpt_tokens=vpt_tokens if spec.vpt_blocks else 0,
+        latent_channels=backbone.latent_channels,
+        latent_size=backbone.latent_size,
+        latent_multiple=backbone.latent_multiple,
+        vae_scale_factor=backbone.vae_scale_factor,
+        scaling_factor=float(backbone.vae.config.scaling_factor),
+        scheduler_config=backbone.scheduler_config,
+        tokenizer_dir=backbone.model_dir / "tokenizer",
+        token_embedding=backbone.text_encoder.get_input_embeddings().weight.detach().cpu(),
+    )
