@@ -22,7 +22,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet
 from models.shapes.dataset import caption, make_batch, sample_scene
-from models.shapes.diffusion_loss import min_snr_loss
+from models.shapes.diffusion_loss import min_snr_loss, sample_timesteps
 from models.shapes.judge import ShapesJudge
 from models.shapes.train_backbone import PIPELINE_DIR, cosine_lr, encode_latents
 from models.shapes.vocabulary import ATTRIBUTES
@@ -30,14 +30,6 @@ from models.shapes.vocabulary import ATTRIBUTES
 PINNED = {"shape": "circle", "color": "red", "fill": "solid", "size": "large", "background": "white"}
 HIGH_NOISE_FROM = 600
 SAMPLES_PER_POSITION = 8
-
-
-def timesteps(batch: int, how: str) -> torch.Tensor:
-    t = torch.randint(0, 1000, (batch,))
-    if how == "high":
-        high = torch.rand(batch) < 0.5
-        t[high] = torch.randint(HIGH_NOISE_FROM, 1000, (int(high.sum()),))
-    return t
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn_like(x0)
-        t = timesteps(args.batch, args.t_sampling)
+        t = sample_timesteps(args.batch, 1000, 0.5 if args.t_sampling == "high" else 0.0, HIGH_NOISE_FROM)
         pred = unet(noise_scheduler.add_noise(x0, noise, t), t, text_encoder(ids.input_ids).last_hidden_state).sample
         loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, 5.0)
         optimizer.zero_grad()

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet, build_vae
 from models.shapes.dataset import Batch, caption, make_batch
-from models.shapes.diffusion_loss import min_snr_loss
+from models.shapes.diffusion_loss import min_snr_loss, sample_timesteps
 from models.shapes.tokenizer import write_clip_tokenizer
 
 PIPELINE_DIR = Path(__file__).parent / "pipeline"
@@ -57,6 +57,9 @@ class Recipe:
     warmup_steps: int = 100
     caption_dropout: float = 0.15
     min_snr_gamma: float = 5.0
+    # Share of each batch's rows drawn from t >= high_noise_from (0: uniform t, the shipped run-4 recipe).
+    high_noise_fraction: float = 0.0
+    high_noise_from: int = 600
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     threads: int = 2
@@ -246,7 +249,9 @@ def train(recipe: Recipe, cfg: BackboneConfig, out_dir: Path, work_dir: Path) ->
         ).input_ids
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn_like(x0)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
+        t = sample_timesteps(
+            len(idx), noise_scheduler.config.num_train_timesteps, recipe.high_noise_fraction, recipe.high_noise_from
+        )
         xt = noise_scheduler.add_noise(x0, noise, t)
         pred = unet(xt, t, text_encoder(ids).last_hidden_state).sample
         loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, recipe.min_snr_gamma)
@@ -283,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(".work/backbone"), help="checkpoints and tokenizer scratch")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--unet-steps", type=int, default=Recipe.unet_steps)
+    parser.add_argument(
+        "--high-noise-fraction",
+        type=float,
+        default=Recipe.high_noise_fraction,
+        help="share of rows with t drawn from [600, 1000) instead of uniformly (default 0)",
+    )
     parser.add_argument("--vae-steps", type=int, default=Recipe.vae_steps)
     parser.add_argument("--train-images", type=int, default=Recipe.train_images)
     parser.add_argument("--vae-images", type=int, default=Recipe.vae_images)
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = Recipe(
         seed=args.seed,
         unet_steps=args.unet_steps,
+        high_noise_fraction=args.high_noise_fraction,
         vae_steps=args.vae_steps,
         train_images=args.train_images,
         vae_images=args.vae_images,
