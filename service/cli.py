@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -48,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a command is required")
     args = parser.parse_args(argv)
     module_name, _ = COMMANDS[args.command]
+    # transformers warns at import that torchvision is missing (there is no CPU torchvision here and nothing
+    # of ours uses its image processors): one line per command, twice, that users cannot act on. A user's
+    # own TRANSFORMERS_VERBOSITY still wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

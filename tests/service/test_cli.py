@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,14 @@ def test_a_command_whose_module_is_missing_fails_clearly(
     monkeypatch.setitem(cli.COMMANDS, "eval", ("models.shapes.no_such_module", "missing on purpose"))
     assert cli.main(["eval"]) == 1
     assert "models.shapes.no_such_module is not available" in capsys.readouterr().err
+
+
+def test_a_command_prints_no_import_noise() -> None:
+    """transformers' "torchvision is not installed" warnings would precede every command's own output."""
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "export", "--help"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: diffplex export")
+    assert "torchvision" not in done.stderr, done.stderr
