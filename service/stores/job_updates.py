@@ -11,6 +11,8 @@ from being written again after the delete (stores/base.py: epochs).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from service.stores.base import JobRecord, check_epoch
 
@@ -62,3 +64,20 @@ def claim(
     update = {"owner": owner, "heartbeat": time.time(), "attempts": stored.attempts + 1, "status": "queued", "step": 0}
     taken = stored.model_copy(update=update)
     return taken, taken
+
+
+class ConditionalJobWrites:
+    """The three job writes of both stores, each one of the rules above applied by the store's own
+    `_update_job(tenant, job_id, rule, ttl_s)` (LocalStore: under its file lock; RedisStore: WATCH / MULTI)."""
+
+    def _update_job(self, tenant: str, job_id: str, rule: Callable, ttl_s: int) -> Any:
+        raise NotImplementedError
+
+    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
+        return self._update_job(job.tenant, job.id, lambda s, e: progress(s, job, e), ttl_s)
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        return self._update_job(job.tenant, job.id, lambda s, e: completion(s, job, e), ttl_s)
+
+    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
+        return self._update_job(tenant, job_id, lambda s, e: claim(s, tenant, owner, e), ttl_s)

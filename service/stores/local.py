@@ -80,7 +80,7 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
-class LocalStore:
+class LocalStore(job_updates.ConditionalJobWrites):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         for sub in ("tenants", "keys", "adapters", "jobs", "files", "rates"):
@@ -295,15 +295,6 @@ class LocalStore:
             if write is not None:
                 self._write_job(write, ttl_s)
         return answer
-
-    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
-        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.progress(s, job, e), ttl_s)
-
-    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
-        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.completion(s, job, e), ttl_s)
-
-    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
-        return self._update_job(tenant, job_id, lambda s, e: job_updates.claim(s, tenant, owner, e), ttl_s)
 
     def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
         with self._locked():

@@ -63,7 +63,7 @@ def _glob_literal(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-class RedisStore:
+class RedisStore(job_updates.ConditionalJobWrites):
     def __init__(self, url: str, prefix: str = "diffplex:", options: RedisClientSettings | None = None) -> None:
         self.prefix = prefix
         self.client = redis_client(url, options or RedisClientSettings())
@@ -318,15 +318,6 @@ class RedisStore:
             return answer
 
         return self._transact(attempt)
-
-    def save_progress(self, job: JobRecord, ttl_s: int) -> JobRecord:
-        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.progress(s, job, e), ttl_s)
-
-    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
-        return self._update_job(job.tenant, job.id, lambda s, e: job_updates.completion(s, job, e), ttl_s)
-
-    def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
-        return self._update_job(tenant, job_id, lambda s, e: job_updates.claim(s, tenant, owner, e), ttl_s)
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
         raw, tenant_raw = self.client.mget([self.k("job", job_id), self.k("tenant", tenant)])
