@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 import torch
 from safetensors.torch import save_file
 
@@ -28,9 +27,10 @@ from adapters.errors import AdapterError
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from export.backbone import load_backbone
 from export.errors import ExportError
+from export.fp16 import convert_fp16
 from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, build_graph_modules, graph_io
 from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, base_variant, record_files
-from export.onnx_io import export_module, save_model
+from export.onnx_io import export_module
 from export.ort_session import optimize_graph
 from export.random_inputs import Dims, random_inputs
 
@@ -193,18 +193,6 @@ def _export_graph(
         half = graph.variants["fp16"] = f"{stem}.fp16.onnx"
         graph.written += [half, *convert_fp16(out / file, out / half)]
     return graph
-
-
-def convert_fp16(source: Path, target: Path) -> list[str]:
-    """fp16 weights and arithmetic via onnxruntime's converter; IO stays fp32 so callers need not change."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(source), load_external_data=True)
-    # Normalizations and Softmax accumulate in fp32: SD-style graphs overflow or drift in fp16 there.
-    half = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=["GroupNormalization", "LayerNormalization", "Softmax", "Pow"]
-    )
-    return save_model(half, target)
 
 
 def _write_host_files(model_dir: Path, text_encoder: torch.nn.Module, out: Path) -> list[str]:
