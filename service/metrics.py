@@ -57,6 +57,11 @@ class Metrics:
             ["cache"],
             registry=r,
         )
+        self.uncond_cache_bytes = Gauge(
+            "diffplex_uncond_cache_bytes",
+            "bytes of unconditional embeddings cached per (negative prompt, text-side adapter set)",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "diffplex_rate_limited_total", "requests refused by the per-tenant rate limit", registry=r
         )

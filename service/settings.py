@@ -52,6 +52,9 @@ class EngineSettings(BaseModel):
     # per recent batch composition, every LoRA target of the U-Net for each of its slots, so they get more.
     row_cache_bytes: int = Field(128 * MiB, ge=0)
     bank_cache_bytes: int = Field(256 * MiB, ge=0)
+    # Unconditional embeddings per (negative prompt, text-side adapter set): [77, D] floats each, so 64 MiB
+    # holds about 280 negatives for SD-1.5 (D = 768) and 1,700 for the shapes backbone.
+    uncond_cache_bytes: int = Field(64 * MiB, ge=0)
 
 
 class JobSettings(BaseModel):

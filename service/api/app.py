@@ -52,11 +52,13 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
         max_active=settings.engine.max_active,
         row_cache_bytes=settings.engine.row_cache_bytes,
         bank_cache_bytes=settings.engine.bank_cache_bytes,
+        uncond_cache_bytes=settings.engine.uncond_cache_bytes,
     )
     engine = Engine(InstrumentedRuntime(runtime, metrics), config)
     # Read at scrape time: the engine thread owns these caches and needs no metrics of its own.
     metrics.packed_cache_bytes.labels("rows").set_function(lambda: engine.row_cache.bytes)
     metrics.packed_cache_bytes.labels("banks").set_function(lambda: engine.bank_cache.bytes)
+    metrics.uncond_cache_bytes.set_function(lambda: engine.text.uncond_cache.bytes)
     engine.start()
     return engine
 

@@ -47,6 +47,7 @@ class EngineConfig:
     # Packed adapter tensors kept between batches, in bytes (service/settings.py says why these sizes):
     row_cache_bytes: int = 128 * MiB  # rows per adapter set: a new batch composition packs from these
     bank_cache_bytes: int = 256 * MiB  # banks per batch composition: a repeated composition packs nothing
+    uncond_cache_bytes: int = 64 * MiB  # unconditional embeddings per (negative prompt, text-side adapter set)
     idle_wait_s: float = 0.05
     # Comparators for `diffplex bench engine`, off in service: split CFG runs cond and uncond rows as two
     # U-Net calls; request-level batching admits new requests only when the running batch has finished.
@@ -112,7 +113,7 @@ class Engine:
         self.info = runtime.info
         self.config = config or EngineConfig()
         self.row_cache = PackedRowCache(self.config.row_cache_bytes)
-        self.text = PromptEncoder(runtime, self.row_cache)
+        self.text = PromptEncoder(runtime, self.row_cache, self.config.uncond_cache_bytes)
         self.bank_cache: ByteLRU[tuple[str, ...], PackedBanks] = ByteLRU(self.config.bank_cache_bytes)
         self._queue: deque[_Active] = deque()
         self._active: list[_Active] = []
