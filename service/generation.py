@@ -67,9 +67,11 @@ def resolve_adapters(
     store: Store,
     cache: AdapterCache,
     max_per_request: int,
+    epoch: str | None = None,
 ) -> tuple[tuple[Adapter, float], ...]:
     """Named adapters (body + tags) and the embeddings whose tokens the prompts use, all from the tenant's
-    own namespace: another tenant's adapter is "not found", exactly like a missing one."""
+    own namespace: another tenant's adapter is "not found", exactly like a missing one, and so is one that a
+    later incarnation of the tenant's name wrote (`epoch`: the request's)."""
     wanted = [(a.name, a.weight) for a in params.adapters] + tags
     names = [n for n, _ in wanted]
     if duplicates := sorted({n for n in names if names.count(n) > 1}):
@@ -78,7 +80,7 @@ def resolve_adapters(
             "give each one once, with its weight",
             param="adapters",
         )
-    metas = {m.name: m for m in store.list_adapters(tenant)}
+    metas = {m.name: m for m in store.list_adapters(tenant, epoch)}
     for name, _ in wanted:
         if name not in metas:
             raise InvalidRequest(
@@ -110,11 +112,13 @@ def plan(
     init_image: np.ndarray | None = None,
     strength: float = 0.8,
     request_id: str = "",
+    epoch: str | None = None,
 ) -> Plan:
     """Blocking (store reads, adapter parsing): call it from a worker thread."""
     check_limits(params, settings)
     prompt, tags = extract_tags(params.prompt)
-    adapters = resolve_adapters(params, prompt, tags, tenant, store, cache, settings.limits.max_adapters_per_request)
+    max_adapters = settings.limits.max_adapters_per_request
+    adapters = resolve_adapters(params, prompt, tags, tenant, store, cache, max_adapters, epoch)
     width, height = parse_size(params.size)
     if init_image is not None and width is None:
         height, width = int(init_image.shape[0]), int(init_image.shape[1])  # edits default to the image's size

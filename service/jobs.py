@@ -47,7 +47,8 @@ REMOTE_POLL_S = 0.5
 CANCELLED = {"message": "the job was cancelled", "type": "invalid_request_error", "param": None, "code": "cancelled"}
 
 # (params, tenant, request id, init image or None, strength) -> plan; blocking
-Planner = Callable[[ImageParams, str, str, Any, float], Plan]
+# (params, tenant, epoch: the incarnation whose adapters it may use, request id, init image, strength)
+Planner = Callable[[ImageParams, str, str | None, str, Any, float], Plan]
 
 
 class LiveJob:
@@ -158,7 +159,7 @@ class JobManager:
         # deleted since it authenticated: refused before any work (the store's writes check again, atomically)
         check_epoch(tenant, epoch, None if incarnation is None else incarnation.epoch)
         pixels = None if image is None else await asyncio.to_thread(decode_image, image)
-        plan = await asyncio.to_thread(self.planner, params, tenant, request_id, pixels, strength)
+        plan = await asyncio.to_thread(self.planner, params, tenant, epoch, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images
         request: dict[str, Any] = {"params": resolved.model_dump(mode="json"), "base_url": base_url}
         if image is not None:
@@ -205,7 +206,8 @@ class JobManager:
         params = ImageParams.model_validate(record.request.get("params", {}))
         image = record.request.get("image")
         pixels = None if image is None else decode_image(base64.b64decode(image))
-        return self.planner(params, record.tenant, record.id, pixels, float(record.request.get("strength", 0.8)))
+        strength = float(record.request.get("strength", 0.8))
+        return self.planner(params, record.tenant, record.epoch, record.id, pixels, strength)
 
     async def _run(self, live: LiveJob, plan: Plan, batch: Batch) -> bool:
         """Run to the end and write the outcome; True once the job's record is final (by this run or another:

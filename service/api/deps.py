@@ -2,8 +2,9 @@
 (ready or 503) and the per-tenant rate limit.
 
 `Caller` is the tenant *incarnation* the key opened (its name and epoch, stores/base.py): routes that write
-jobs or files pass its epoch to the store, so a request authenticated just before its tenant was deleted
-and created again under the same name writes nothing in the new tenant's namespace (TenantGone: 404)."""
+jobs, files or adapters, read adapters or count the rate pass its epoch to the store, so a request
+authenticated just before its tenant was deleted and created again under the same name touches nothing in
+the new tenant's namespace (TenantGone: 404)."""
 
 from __future__ import annotations
 
@@ -97,12 +98,13 @@ async def model_parts(state: State) -> ModelParts:
 Model = Annotated[ModelParts, Depends(model_parts)]
 
 
-async def rate_limited(state: State, tenant: Tenant) -> None:
-    """Generation routes only: a window per tenant per minute, shared by every replica via the store."""
+async def rate_limited(state: State, caller: Caller) -> None:
+    """Generation routes only: a window per tenant incarnation per minute, shared by every replica via the
+    store (a request of a deleted incarnation does not count against a new tenant of the same name)."""
     limit = state.settings.limits.rate_per_minute
     if limit <= 0:
         return
-    retry = await asyncio.to_thread(state.store.rate_hit, tenant, limit, 60)
+    retry = await asyncio.to_thread(state.store.rate_hit, caller.name, limit, 60, caller.epoch)
     if retry > 0:
         state.metrics.rate_limited.inc()
         seconds = max(1, int(retry + 0.999))

@@ -51,11 +51,13 @@ class ServiceState:
         self,
         params: ImageParams,
         tenant: str,
+        epoch: str | None,
         request_id: str = "",
         init_image: np.ndarray | None = None,
         strength: float = 0.8,
     ) -> Plan:
-        """Blocking: run it in a worker thread."""
+        """Blocking: run it in a worker thread. `epoch`: the tenant incarnation the request authenticated as
+        (None: the current one); only adapters it wrote are used."""
         assert self.model is not None
         info = self.model.info
         return plan(
@@ -69,4 +71,5 @@ class ServiceState:
             init_image=init_image,
             strength=strength,
             request_id=request_id,
+            epoch=epoch,
         )

@@ -13,7 +13,9 @@ was made for is still the tenant's current one (`TenantGone` otherwise); reads o
 current epoch. Deletion alone would race with a worker that finishes a deleted tenant's job just after the
 delete (its late write would land in the re-created tenant's namespace); epochs alone would keep the old
 data stored until it expires. Together, nothing of a deleted tenant is kept, and nothing written late
-reaches a later tenant of the same name.
+reaches a later tenant of the same name. Adapters follow the same rule: a request passes the epoch it
+authenticated with to adapter writes (checked with the write), adapter reads (an adapter is stamped with
+the epoch it was written under) and its rate window (counted per incarnation).
 """
 
 from __future__ import annotations
@@ -88,6 +90,13 @@ class AdapterMeta(BaseModel):
     tokens: list[str] = Field(default_factory=list)  # textual inversion: the prompt tokens it defines
     token_override: str | None = None  # the `token` given at upload, re-applied when the blob is parsed
     detail: dict[str, Any] = Field(default_factory=dict)  # rank, layers, depth, vectors... (for people)
+    # The tenant incarnation it was written under (stamped by the store); "" for adapters stored before
+    # epochs reached adapters, which only the current incarnation can have (a delete removes adapters).
+    epoch: str = ""
+
+    def visible_to(self, epoch: str | None) -> bool:
+        """Whether a request authenticated with `epoch` (None: no incarnation check) may read it."""
+        return epoch is None or self.epoch in ("", epoch)
 
 
 class JobRecord(BaseModel):
@@ -131,18 +140,24 @@ class Store(Protocol):
         None. Writes made for the request pass its `epoch`: refused if the tenant was deleted meanwhile."""
 
     # -- adapters -----------------------------------------------------------------------------------------
-    def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
-        """Create or replace atomically (quota checked against the tenant's other adapters); returns the
-        replaced metadata. NotFound if the tenant is gone, QuotaExceeded over quota."""
+    def put_adapter(
+        self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota, epoch: str | None = None
+    ) -> AdapterMeta | None:
+        """Create or replace atomically (quota checked against the tenant's other adapters), stamped with the
+        tenant's epoch; returns the replaced metadata. NotFound if the tenant does not exist, TenantGone if
+        `epoch` (the request's) is no longer its current one, QuotaExceeded over quota."""
 
-    def get_adapter(self, tenant: str, name: str) -> AdapterMeta | None: ...
+    def get_adapter(self, tenant: str, name: str, epoch: str | None = None) -> AdapterMeta | None:
+        """None also for an adapter another incarnation than `epoch` wrote (`AdapterMeta.visible_to`)."""
 
-    def list_adapters(self, tenant: str) -> list[AdapterMeta]: ...
+    def list_adapters(self, tenant: str, epoch: str | None = None) -> list[AdapterMeta]:
+        """By name; only those visible to `epoch` when given."""
 
     def adapter_blob(self, tenant: str, name: str, sha256: str) -> bytes | None:
         """The blob of that exact version; None once it was replaced or deleted."""
 
-    def delete_adapter(self, tenant: str, name: str) -> bool: ...
+    def delete_adapter(self, tenant: str, name: str, epoch: str | None = None) -> bool:
+        """False if there is no such adapter (visible to `epoch`); TenantGone if `epoch` is not current."""
 
     def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
         """Call `callback(tenant, name)` whenever an adapter is written or deleted (on any replica);
@@ -183,8 +198,9 @@ class Store(Protocol):
         """The image, if the tenant's current incarnation stored it and it has not expired."""
 
     # -- rate limits, health ------------------------------------------------------------------------------
-    def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:
-        """Count one request; 0 when allowed, else the seconds until the window resets."""
+    def rate_hit(self, tenant: str, limit: int, window_s: int = 60, epoch: str = "") -> float:
+        """Count one request in the window of that tenant incarnation; 0 when allowed, else the seconds until
+        the window resets."""
 
     def ping(self) -> bool: ...
 

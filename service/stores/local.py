@@ -13,7 +13,7 @@ Layout:
     adapters/<tenant>/<name>.<sha256>  the uploaded file
     jobs/<tenant>/<id>.json            JobRecord + expires
     files/<tenant>/<epoch>/<id>.png    generated images; mtime = expiry time
-    rates/<tenant>.json                {window, count}
+    rates/<tenant>.json                {window, counts: {epoch: requests}}
 
 Deleting a tenant removes its adapters/, jobs/ and files/ directories under the lock, and every job or file
 write checks the tenant's epoch under the same lock (stores/base.py: epochs), so a write that comes after
@@ -178,10 +178,13 @@ class LocalStore(job_updates.ConditionalJobWrites):
         return tenant if tenant is not None and tenant.epoch == raw.get("epoch", "") else None
 
     # -- adapters -----------------------------------------------------------------------------------------
-    def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
+    def put_adapter(
+        self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota, epoch: str | None = None
+    ) -> AdapterMeta | None:
         with self._locked():
-            if not self._tenant_path(tenant).exists():
+            if (current := self._epoch(tenant)) is None:
                 raise NotFound(f"tenant {tenant!r} does not exist")
+            meta = meta.model_copy(update={"epoch": check_epoch(tenant, epoch, current)})
             others = [m for m in self._list(tenant)]
             previous = next((m for m in others if m.name == meta.name), None)
             check_quota([m for m in others if m.name != meta.name], meta, quota)
@@ -196,12 +199,13 @@ class LocalStore(job_updates.ConditionalJobWrites):
         metas = (_read_json(p) for p in sorted(self._adapter_dir(tenant).glob("*.json")))
         return [AdapterMeta.model_validate(m) for m in metas if m is not None]
 
-    def get_adapter(self, tenant: str, name: str) -> AdapterMeta | None:
+    def get_adapter(self, tenant: str, name: str, epoch: str | None = None) -> AdapterMeta | None:
         raw = _read_json(self._adapter_path(tenant, name, "json"))
-        return None if raw is None else AdapterMeta.model_validate(raw)
+        meta = None if raw is None else AdapterMeta.model_validate(raw)
+        return meta if meta is not None and meta.visible_to(epoch) else None
 
-    def list_adapters(self, tenant: str) -> list[AdapterMeta]:
-        return self._list(tenant)
+    def list_adapters(self, tenant: str, epoch: str | None = None) -> list[AdapterMeta]:
+        return [m for m in self._list(tenant) if m.visible_to(epoch)]
 
     def adapter_blob(self, tenant: str, name: str, sha256: str) -> bytes | None:
         try:
@@ -209,9 +213,10 @@ class LocalStore(job_updates.ConditionalJobWrites):
         except FileNotFoundError:
             return None
 
-    def delete_adapter(self, tenant: str, name: str) -> bool:
+    def delete_adapter(self, tenant: str, name: str, epoch: str | None = None) -> bool:
         with self._locked():
-            meta = self.get_adapter(tenant, name)
+            check_epoch(tenant, epoch, self._epoch(tenant))
+            meta = self.get_adapter(tenant, name, epoch)
             if meta is None:
                 return False
             self._adapter_path(tenant, name, "json").unlink(missing_ok=True)
@@ -317,16 +322,17 @@ class LocalStore(job_updates.ConditionalJobWrites):
             return None
 
     # -- rate limits, health ------------------------------------------------------------------------------
-    def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:
+    def rate_hit(self, tenant: str, limit: int, window_s: int = 60, epoch: str = "") -> float:
         now = time.time()
         window = int(now // window_s)
         path = self.root / "rates" / f"{_safe(TENANT_NAME, tenant)}.json"
         with self._locked():
             raw = _read_json(path) or {}
-            count = raw.get("count", 0) if raw.get("window") == window else 0
-            if count >= limit:
+            counts = raw.get("counts", {}) if raw.get("window") == window else {}
+            if counts.get(epoch, 0) >= limit:
                 return (window + 1) * window_s - now
-            atomic_write(path, json.dumps({"window": window, "count": count + 1}).encode(), durable=False)
+            counts[epoch] = counts.get(epoch, 0) + 1
+            atomic_write(path, json.dumps({"window": window, "counts": counts}).encode(), durable=False)
         return 0.0
 
     def ping(self) -> bool:

@@ -5,14 +5,14 @@ Keys (all under `prefix`):
     tenant:<name>                TenantRecord JSON (with its epoch)
     key:<key id>                 hash {tenant, epoch, salt, digest}   (never the key itself)
     tenant_keys:<name>           set of key ids
-    adapters:<tenant>            hash name -> AdapterMeta JSON
+    adapters:<tenant>            hash name -> AdapterMeta JSON (with the epoch it was written under)
     blob:<tenant>:<name>:<sha>   the uploaded file
     job:<id>                     JobRecord JSON (tenant, epoch), with TTL
     tenant_jobs:<name>:<epoch>   sorted set id -> expiry time, of that tenant incarnation's job records
     jobs:open                    sorted set id -> heartbeat, of unfinished jobs
     jobs:stream                  the job queue of `diffplex worker` (stores/job_stream.py)
     file:<tenant>:<epoch>:<id>   PNG bytes, with TTL
-    rate:<tenant>:<window>       counter, expires with its window
+    rate:<tenant>:<epoch>:<window>   counter of that incarnation, expires with its window
     channel adapters.changed     "<tenant>\\0<name>" on every adapter write / delete
 
 Read-modify-write sections (quota checks, cancel, claims) use WATCH / MULTI, so two replicas racing on
@@ -175,14 +175,16 @@ class RedisStore(job_updates.ConditionalJobWrites):
         return tenant if tenant is not None and tenant.epoch == raw.get(b"epoch", b"").decode() else None
 
     # -- adapters -----------------------------------------------------------------------------------------
-    def put_adapter(self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota) -> AdapterMeta | None:
-        index, tenant_key = self.k("adapters", tenant), self.k("tenant", tenant)
+    def put_adapter(
+        self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota, epoch: str | None = None
+    ) -> AdapterMeta | None:
+        index = self.k("adapters", tenant)
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(index, tenant_key)
-                    if not pipe.exists(tenant_key):
+                    if (current := self._watch_epoch(pipe, tenant, index)) is None:
                         raise NotFound(f"tenant {tenant!r} does not exist")
+                    meta = meta.model_copy(update={"epoch": check_epoch(tenant, epoch, current)})
                     others = [AdapterMeta.model_validate_json(v) for v in pipe.hvals(index)]
                     previous = next((m for m in others if m.name == meta.name), None)
                     check_quota([m for m in others if m.name != meta.name], meta, quota)
@@ -198,27 +200,28 @@ class RedisStore(job_updates.ConditionalJobWrites):
         self._publish(tenant, meta.name)
         return previous
 
-    def get_adapter(self, tenant: str, name: str) -> AdapterMeta | None:
+    def get_adapter(self, tenant: str, name: str, epoch: str | None = None) -> AdapterMeta | None:
         raw = self.client.hget(self.k("adapters", tenant), name)
-        return None if raw is None else AdapterMeta.model_validate_json(raw)
+        meta = None if raw is None else AdapterMeta.model_validate_json(raw)
+        return meta if meta is not None and meta.visible_to(epoch) else None
 
-    def list_adapters(self, tenant: str) -> list[AdapterMeta]:
+    def list_adapters(self, tenant: str, epoch: str | None = None) -> list[AdapterMeta]:
         metas = [AdapterMeta.model_validate_json(v) for v in self.client.hvals(self.k("adapters", tenant))]
-        return sorted(metas, key=lambda m: m.name)
+        return sorted((m for m in metas if m.visible_to(epoch)), key=lambda m: m.name)
 
     def adapter_blob(self, tenant: str, name: str, sha256: str) -> bytes | None:
         return self.client.get(self.k("blob", tenant, name, sha256))
 
-    def delete_adapter(self, tenant: str, name: str) -> bool:
+    def delete_adapter(self, tenant: str, name: str, epoch: str | None = None) -> bool:
         index = self.k("adapters", tenant)
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(index)
+                    check_epoch(tenant, epoch, self._watch_epoch(pipe, tenant, index))
                     raw = pipe.hget(index, name)
-                    if raw is None:
+                    meta = None if raw is None else AdapterMeta.model_validate_json(raw)
+                    if meta is None or not meta.visible_to(epoch):
                         return False
-                    meta = AdapterMeta.model_validate_json(raw)
                     pipe.multi()
                     pipe.hdel(index, name)
                     pipe.delete(self.k("blob", tenant, name, meta.sha256))
@@ -388,10 +391,10 @@ class RedisStore(job_updates.ConditionalJobWrites):
         return None if record is None else self.client.get(self.k("file", tenant, record.epoch, file_id))
 
     # -- rate limits, health ------------------------------------------------------------------------------
-    def rate_hit(self, tenant: str, limit: int, window_s: int = 60) -> float:
+    def rate_hit(self, tenant: str, limit: int, window_s: int = 60, epoch: str = "") -> float:
         now = time.time()
         window = int(now // window_s)
-        key = self.k("rate", tenant, str(window))
+        key = self.k("rate", tenant, epoch, str(window))
         with self.client.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, window_s + 1, nx=True)

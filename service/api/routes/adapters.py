@@ -13,7 +13,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
 from service.adapter_upload import inspect_upload
-from service.api.deps import Model, State, Tenant
+from service.api.deps import Caller, Model, State
 from service.api.responses import AUTHENTICATED, MODEL, errors
 from service.errors import ApiError, not_found
 from service.names import check_adapter_name
@@ -23,7 +23,7 @@ router = APIRouter(tags=["adapters"])
 
 
 def view(meta: AdapterMeta) -> dict[str, Any]:
-    body = meta.model_dump(exclude={"token_override"})
+    body = meta.model_dump(exclude={"token_override", "epoch"})  # epoch: internal, like the key ids
     body["object"] = "adapter"
     body["created"] = int(meta.created)
     return body
@@ -36,7 +36,7 @@ def view(meta: AdapterMeta) -> dict[str, Any]:
 async def put_adapter(
     name: str,
     state: State,
-    tenant: Tenant,
+    caller: Caller,
     model: Model,
     file: UploadFile = File(description="the adapter: .safetensors (LoRA, embedding, VPT) or a .pt embedding"),
     kind: str | None = Form(default=None, description="lora | textual_inversion (ti) | vpt: checked if given"),
@@ -53,7 +53,7 @@ async def put_adapter(
         inspect_upload, data, name, kind, token, model.info.spec, model.limits, limits.max_upload_bytes
     )
     if meta.tokens:
-        others = await asyncio.to_thread(state.store.list_adapters, tenant)
+        others = await asyncio.to_thread(state.store.list_adapters, caller.name, caller.epoch)
         for other in others:
             if other.name != name and (clash := sorted(set(other.tokens) & set(meta.tokens))):
                 raise ApiError(
@@ -64,26 +64,26 @@ async def put_adapter(
                     code="conflict",
                 )
     quota = Quota(max_count=limits.max_adapters_per_tenant, max_bytes=limits.max_adapter_bytes_per_tenant)
-    previous = await asyncio.to_thread(state.store.put_adapter, tenant, meta, data, quota)
+    previous = await asyncio.to_thread(state.store.put_adapter, caller.name, meta, data, quota, caller.epoch)
     return JSONResponse(view(meta), status_code=200 if previous is not None else 201)
 
 
 @router.get("/v1/adapters", responses=errors(*AUTHENTICATED))
-async def list_adapters(state: State, tenant: Tenant) -> dict[str, Any]:
-    metas = await asyncio.to_thread(state.store.list_adapters, tenant)
+async def list_adapters(state: State, caller: Caller) -> dict[str, Any]:
+    metas = await asyncio.to_thread(state.store.list_adapters, caller.name, caller.epoch)
     return {"object": "list", "data": [view(m) for m in metas]}
 
 
 @router.get("/v1/adapters/{name}", responses=errors(*AUTHENTICATED, 404))
-async def get_adapter(name: str, state: State, tenant: Tenant) -> dict[str, Any]:
-    meta = await asyncio.to_thread(state.store.get_adapter, tenant, name)
+async def get_adapter(name: str, state: State, caller: Caller) -> dict[str, Any]:
+    meta = await asyncio.to_thread(state.store.get_adapter, caller.name, name, caller.epoch)
     if meta is None:
         raise not_found(f"adapter {name!r}")
     return view(meta)
 
 
 @router.delete("/v1/adapters/{name}", responses=errors(*AUTHENTICATED, 404))
-async def delete_adapter(name: str, state: State, tenant: Tenant) -> dict[str, Any]:
-    if not await asyncio.to_thread(state.store.delete_adapter, tenant, name):
+async def delete_adapter(name: str, state: State, caller: Caller) -> dict[str, Any]:
+    if not await asyncio.to_thread(state.store.delete_adapter, caller.name, name, caller.epoch):
         raise not_found(f"adapter {name!r}")
     return {"object": "adapter", "name": name, "deleted": True}

@@ -117,7 +117,7 @@ async def generations(params: ImageParams, request: Request, state: State, calle
     """Text to image. `prompt` may carry `<lora:name:weight>` tags and your embeddings' tokens."""
     if model.runner is None:
         return await _run_queued(request, caller, model, params)
-    plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id)
+    plan = await asyncio.to_thread(state.plan, params, caller.name, caller.epoch, request.state.request_id)
     return await _run(request, state, caller, model.runner, plan)
 
 
@@ -157,5 +157,7 @@ async def edits(request: Request, state: State, caller: Caller, model: Model) ->
     if model.runner is None:
         return await _run_queued(request, caller, model, params, data, strength)
     pixels = await asyncio.to_thread(decode_image, data)
-    plan = await asyncio.to_thread(state.plan, params, caller.name, request.state.request_id, pixels, strength)
+    plan = await asyncio.to_thread(
+        state.plan, params, caller.name, caller.epoch, request.state.request_id, pixels, strength
+    )
     return await _run(request, state, caller, model.runner, plan)

@@ -290,6 +290,42 @@ def test_writes_with_the_epoch_a_request_authenticated_with_are_refused_once_it_
     assert stored_mentions(store, "job_late", "img_late", caller.epoch) == []
 
 
+def test_adapters_of_one_incarnation_are_out_of_reach_of_another(store: Store) -> None:
+    """A request authenticated as the old incarnation cannot write, delete, read or plan with the adapters
+    of a tenant created again under the same name, and the new tenant's requests never see the old ones'."""
+    caller = store.authenticate(store.create_tenant("acme"))
+    assert caller is not None
+    store.put_adapter("acme", meta("old"), b"old", QUOTA, epoch=caller.epoch)
+    assert [(m.name, m.epoch) for m in store.list_adapters("acme", caller.epoch)] == [("old", caller.epoch)]
+    assert store.delete_tenant("acme")
+    new = store.authenticate(store.create_tenant("acme"))
+    assert new is not None
+    store.put_adapter("acme", meta("style"), b"new", QUOTA, epoch=new.epoch)
+
+    with pytest.raises(TenantGone, match="tenant 'acme' does not exist"):
+        store.put_adapter("acme", meta("late", sha="9" * 64), b"late", QUOTA, epoch=caller.epoch)
+    with pytest.raises(TenantGone):
+        store.delete_adapter("acme", "style", epoch=caller.epoch)
+    assert store.list_adapters("acme", caller.epoch) == [] and store.get_adapter("acme", "style", caller.epoch) is None
+    assert [m.name for m in store.list_adapters("acme", new.epoch)] == ["style"]
+    assert store.get_adapter("acme", "late") is None and store.adapter_blob("acme", "late", "9" * 64) is None
+    assert store.delete_adapter("acme", "style", epoch=new.epoch)
+
+
+def test_adapters_stored_before_epochs_stay_visible_to_the_current_incarnation(store: Store) -> None:
+    caller = store.authenticate(store.create_tenant("acme"))
+    assert caller is not None
+    store.put_adapter("acme", meta("legacy"), b"x", QUOTA)
+    if isinstance(store, LocalStore):  # as a store written before adapters carried an epoch holds it
+        path = store._adapter_path("acme", "legacy", "json")
+        path.write_text(meta("legacy").model_dump_json(exclude={"epoch"}))
+    else:
+        assert isinstance(store, RedisStore)
+        store.client.hset(store.k("adapters", "acme"), "legacy", meta("legacy").model_dump_json(exclude={"epoch"}))
+    assert [m.name for m in store.list_adapters("acme", caller.epoch)] == ["legacy"]
+    assert store.delete_adapter("acme", "legacy", epoch=caller.epoch)
+
+
 def test_writes_for_a_tenant_that_does_not_exist_are_refused(store: Store) -> None:
     with pytest.raises(TenantGone):
         store.put_job(JobRecord(id="job_x", tenant="ghost"), ttl_s=60)
@@ -321,6 +357,9 @@ def test_rate_limit_counts_per_tenant_per_window(store: Store) -> None:
     retry = store.rate_hit("a", limit=3)
     assert 0 < retry <= 60
     assert store.rate_hit("b", limit=3) == 0
+    # a request of another incarnation of "a" (deleted and created again) has a window of its own
+    assert store.rate_hit("a", limit=3, epoch="0123456789abcdef") == 0
+    assert store.rate_hit("a", limit=3) > 0
     assert store.ping()
 
 
