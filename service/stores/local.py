@@ -114,6 +114,9 @@ class LocalStore(job_updates.ConditionalJobWrites):
     def _adapter_path(self, tenant: str, name: str, suffix: str) -> Path:
         return self._adapter_dir(tenant) / f"{_safe(ADAPTER_NAME, name)}.{suffix}"
 
+    def _rate_path(self, tenant: str) -> Path:
+        return self.root / "rates" / f"{_safe(TENANT_NAME, tenant)}.json"
+
     def _jobs_dir(self, tenant: str) -> Path:
         return self.root / "jobs" / _safe(TENANT_NAME, tenant)
 
@@ -153,6 +156,7 @@ class LocalStore(job_updates.ConditionalJobWrites):
             for directory in (self._adapter_dir(name), self._jobs_dir(name), self._files_dir(name)):
                 if directory.exists():
                     shutil.rmtree(directory)
+            self._rate_path(name).unlink(missing_ok=True)
             self._tenant_path(name).unlink()  # last: a delete that failed half-way can be run again
         for adapter in adapters:
             self._notify(name, adapter)
@@ -325,7 +329,7 @@ class LocalStore(job_updates.ConditionalJobWrites):
     def rate_hit(self, tenant: str, limit: int, window_s: int = 60, epoch: str = "") -> float:
         now = time.time()
         window = int(now // window_s)
-        path = self.root / "rates" / f"{_safe(TENANT_NAME, tenant)}.json"
+        path = self._rate_path(tenant)
         with self._locked():
             raw = _read_json(path) or {}
             counts = raw.get("counts", {}) if raw.get("window") == window else {}

@@ -133,7 +133,8 @@ class RedisStore(job_updates.ConditionalJobWrites):
             pipe.srem(self.k("tenants"), name)
             pipe.execute()
         self._delete_jobs(name, epoch)
-        self._unlink(self.client.scan_iter(match=_glob_literal(self.k("file", name, epoch, "")) + "*", count=1000))
+        for kind in ("file", "rate"):  # its images, and its rate counters (they would expire with their window)
+            self._unlink(self.client.scan_iter(match=_glob_literal(self.k(kind, name, epoch, "")) + "*", count=1000))
         for meta in metas:
             self._publish(name, meta.name)
         return True

@@ -227,6 +227,7 @@ def test_deleting_a_tenant_removes_its_jobs_and_files_and_a_new_one_of_that_name
     store.put_job(old, ttl_s=60)
     store.put_job(job_of(store, "acme", "job_done", status="succeeded"), ttl_s=60)
     store.put_file("acme", "img_old", b"secret png", ttl_s=60)
+    assert store.rate_hit("acme", limit=5, epoch=old.epoch) == 0  # its rate counter goes too
     assert store.get_job("acme", "job_old") == old and store.get_file("acme", "img_old") == b"secret png"
 
     assert store.delete_tenant("acme")
