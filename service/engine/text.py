@@ -59,8 +59,9 @@ class PromptEncoder:
         """
         pairs = zip(negatives, adapter_sets, strict=True)
         keys = [(n, adapter_set_key(a)) if n is not None else None for n, a in pairs]
-        cached = {k: v for k in dict.fromkeys(keys) if k is not None and (v := self.uncond_cache.get(k)) is not None}
-        missing = [k for k in dict.fromkeys(keys) if k is not None and k not in cached]
+        distinct = [k for k in dict.fromkeys(keys) if k is not None]
+        cached = {k: v for k in distinct if (v := self.uncond_cache.get(k)) is not None}
+        missing = [k for k in distinct if k not in cached]
         first_row = {k: keys.index(k) for k in missing}
         rows_p = list(prompts) + [k[0] for k in missing]
         rows_t = list(tables) + [tables[first_row[k]] for k in missing]

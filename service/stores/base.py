@@ -57,6 +57,14 @@ def check_epoch(tenant: str, epoch: str | None, current: str | None) -> str:
     return current
 
 
+def stamp_epoch(tenant: str, meta: AdapterMeta, epoch: str | None, current: str | None) -> AdapterMeta:
+    """`meta` as an adapter write stores it: stamped with the tenant's current epoch. NotFound when the tenant
+    does not exist, TenantGone when `epoch` (the request's) is not its current one."""
+    if current is None:
+        raise NotFound(f"tenant {tenant!r} does not exist")
+    return meta.model_copy(update={"epoch": check_epoch(tenant, epoch, current)})
+
+
 class QuotaExceeded(StoreError):
     """A tenant's adapter count or bytes would go over its quota; the message says which and by how much."""
 

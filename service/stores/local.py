@@ -43,10 +43,10 @@ from service.stores.base import (
     ChangeCallback,
     Conflict,
     JobRecord,
-    NotFound,
     Quota,
     TenantRecord,
     check_epoch,
+    stamp_epoch,
 )
 from service.stores.quota import check_quota
 
@@ -186,9 +186,7 @@ class LocalStore(job_updates.ConditionalJobWrites):
         self, tenant: str, meta: AdapterMeta, blob: bytes, quota: Quota, epoch: str | None = None
     ) -> AdapterMeta | None:
         with self._locked():
-            if (current := self._epoch(tenant)) is None:
-                raise NotFound(f"tenant {tenant!r} does not exist")
-            meta = meta.model_copy(update={"epoch": check_epoch(tenant, epoch, current)})
+            meta = stamp_epoch(tenant, meta, epoch, self._epoch(tenant))
             others = [m for m in self._list(tenant)]
             previous = next((m for m in others if m.name == meta.name), None)
             check_quota([m for m in others if m.name != meta.name], meta, quota)

@@ -45,10 +45,10 @@ from service.stores.base import (
     ChangeCallback,
     Conflict,
     JobRecord,
-    NotFound,
     Quota,
     TenantRecord,
     check_epoch,
+    stamp_epoch,
 )
 from service.stores.quota import check_quota
 from service.stores.redis_client import redis_client
@@ -183,9 +183,7 @@ class RedisStore(job_updates.ConditionalJobWrites):
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    if (current := self._watch_epoch(pipe, tenant, index)) is None:
-                        raise NotFound(f"tenant {tenant!r} does not exist")
-                    meta = meta.model_copy(update={"epoch": check_epoch(tenant, epoch, current)})
+                    meta = stamp_epoch(tenant, meta, epoch, self._watch_epoch(pipe, tenant, index))
                     others = [AdapterMeta.model_validate_json(v) for v in pipe.hvals(index)]
                     previous = next((m for m in others if m.name == meta.name), None)
                     check_quota([m for m in others if m.name != meta.name], meta, quota)
