@@ -9,6 +9,8 @@ runs exactly as a server would run it; diffusers' `StableDiffusionPipeline.__cal
 (a) concept accuracy: among prompts naming the concept, the share where the judge sees it (target 0.8);
 (b) prompt accuracy on training-vocabulary prompts with the adapter loaded minus without (target +-0.02),
 on the same prompts and seeds, so the difference is the adapter's doing.
+The report also gives the codec ceiling: the judge's concept accuracy on the concept's rendered images after a
+round trip through the backbone's VAE. Adapters are trained towards those latents, so it bounds (a) for every kind.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from adapters.spec import BackboneSpec, build_spec
 from adapters.text_encoder import encode_inputs_embeds
 from adapters.textual_inversion import build_inputs_embeds_batch, ti_table
 from adapters.training.data import concept, concept_prompts
+from adapters.training.loop import vae_round_trip
 from adapters.training.lora import MAX_RANK
 from adapters.training.vpt import MAX_TOKENS
 from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
@@ -142,7 +145,10 @@ def evaluate_adapter(
     validate(adapter, reference.spec, ExportLimits(MAX_RANK, MAX_TOKENS))  # e.g. a VPT of another backbone
     judge = ShapesJudge.load()
     seeds = [seed * 1_000_000 + i for i in range(samples)]
-    _, concept_captions, concept_named = concept_prompts(concept_name, samples, seed, token)
+    concept_images, concept_captions, concept_named = concept_prompts(concept_name, samples, seed, token)
+    # The same scenes rendered, then passed through the backbone's VAE: the concept accuracy no adapter can beat.
+    ceiling_labels = judge(vae_round_trip(reference.pipe.vae, concept_images)).labels
+    codec_ceiling = float(np.mean([label[target.attribute] == target.name for label in ceiling_labels]))
     concept_texts = [variants[0] for variants in concept_captions]
     labels = judge(reference.generate(adapter, concept_texts, seeds, steps, guidance, batch)).labels
     hits = [label[target.attribute] == target.name for label in labels]
@@ -162,6 +168,7 @@ def evaluate_adapter(
         "guidance": guidance,
         "seed": seed,
         "concept_accuracy": concept_accuracy,
+        "concept_accuracy_codec_ceiling": codec_ceiling,
         "concept_prompt_accuracy": prompt_accuracy(concept_named, labels),
         "concept_attribute_accuracy": attribute_accuracy(concept_named, labels),
         "regular_prompt_accuracy_with_adapter": accuracy_with,

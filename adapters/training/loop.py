@@ -76,6 +76,18 @@ def encode_images(vae: AutoencoderKL, images: np.ndarray, chunk: int = 256) -> t
     return torch.cat(parts) * float(vae.config.scaling_factor)
 
 
+@torch.no_grad()
+def vae_round_trip(vae: AutoencoderKL, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """uint8 [n, H, W, 3] -> the same images encoded and decoded: the best any adapter's samples can look.
+
+    An adapter is trained towards these latents, so detail the codec loses (a fine texture) is out of reach
+    of every adapter kind, whatever its training.
+    """
+    latents = encode_images(vae, images, chunk) / float(vae.config.scaling_factor)
+    decoded = torch.cat([vae.decode(latents[i : i + chunk]).sample for i in range(0, len(latents), chunk)])
+    return decoded.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def cached_text(encode: EncodeText) -> EncodeText:
     """Memoize a frozen text path per caption: captions repeat, and LoRA / VPT never change the text side."""
     cache: dict[str, torch.Tensor] = {}

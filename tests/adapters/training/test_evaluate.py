@@ -51,3 +51,9 @@ def test_a_vpt_of_another_backbone_is_refused(pipeline_dir: Path, reference: Ref
     other = replace(random_vpt(reference.spec, "deep", 2, seed=0), backbone_fingerprint="0" * 64)
     with pytest.raises(AdapterError, match="prompt tokens do not transfer"):
         evaluate_adapter(other, "night", pipeline_dir, samples=1, steps=1)
+
+
+def test_report_gives_the_codec_ceiling(pipeline_dir: Path) -> None:
+    torch.set_num_threads(1)
+    report = evaluate_adapter(random_ti({"<star>": 1}, dim=32, seed=0), "star", pipeline_dir, samples=2, steps=1)
+    assert 0.0 <= report["concept_accuracy_codec_ceiling"] <= 1.0
