@@ -78,6 +78,11 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-word", help="ti: word whose embedding the vectors start from (default per concept)")
     parser.add_argument("--count", type=int, default=512, help="--concept: images to render")
     parser.add_argument("--regular-fraction", type=float, help="--concept: share of ordinary images (default per kind)")
+    parser.add_argument(
+        "--preserve",
+        action="store_true",
+        help="lora, vpt: train the ordinary images' rows towards the frozen backbone's prediction (prior preservation)",
+    )
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     parser.add_argument("--eval-samples", type=int, default=0, help="after training, evaluate with N samples (0: off)")
     return parser
@@ -133,6 +138,11 @@ def run_train(args: argparse.Namespace) -> dict:
     )
     settings.check()
     _check_sizes(args)
+    if args.preserve and (args.kind == "ti" or not args.concept):
+        raise AdapterError(
+            "--preserve needs --concept and a lora or vpt: it keeps the concept set's ordinary images as the "
+            "backbone draws them (a textual inversion never changes prompts without its token)"
+        )
     if args.eval_samples and not args.concept:
         raise AdapterError("--eval-samples needs --concept: evaluation scores a concept of the shapes world")
     if args.out.suffix != ".safetensors":
@@ -150,14 +160,15 @@ def run_train(args: argparse.Namespace) -> dict:
         adapter, stats = train_ti(pipe, data, settings, args.token, args.vectors, init_word)
         save_ti(adapter, args.out)
     elif args.kind == "lora":
-        stats = train_lora(pipe, data, settings, args.rank)
+        stats = train_lora(pipe, data, settings, args.rank, args.preserve)
         save_lora(pipe, args.out)
     else:
-        adapter, stats = train_vpt(pipe, data, settings, spec, args.tokens, args.depth)
+        adapter, stats = train_vpt(pipe, data, settings, spec, args.tokens, args.depth, args.preserve)
         write_vpt(adapter, args.out)
     saved = load_adapter_file(args.out)  # the file must read back the way a server reads it
     validate(saved, spec, ExportLimits(MAX_RANK, MAX_TOKENS))
     report = {"kind": saved.kind, "out": str(args.out), "images": len(data), "settings": asdict(settings)}
+    report["preserve"] = args.preserve
     report |= {"model": str(args.model), "backbone_fingerprint": spec.fingerprint, **stats}
     if args.eval_samples:
         report["eval"] = evaluate_adapter(saved, args.concept, args.model, samples=args.eval_samples)

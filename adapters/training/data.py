@@ -44,6 +44,7 @@ class TrainingSet:
 
     images: np.ndarray
     captions: list[tuple[str, ...]]
+    regular: np.ndarray | None = None  # [n] bool: ordinary images mixed into a concept set (prior preservation)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -101,6 +102,7 @@ def concept_set(name: str, count: int, seed: int, regular_fraction: float, token
     return TrainingSet(
         images=np.concatenate([images, ordinary.images]) if regular else images,
         captions=[tuple(c) for c in captions + ordinary_captions],
+        regular=np.arange(count) >= count - regular,
     )
 
 

@@ -109,8 +109,15 @@ def train(
     encode_text: EncodeText,
     denoise: Denoise,
     settings: Settings,
+    baseline: Denoise | None = None,
 ) -> dict[str, float]:
-    """Optimize `params` on `data`; returns timing and loss figures for the log / report."""
+    """Optimize `params` on `data`; returns timing and loss figures for the log / report.
+
+    With `baseline` (the frozen backbone's own prediction), the rows drawn from `data.regular` images are
+    trained towards it instead of towards their image: prior preservation by distillation. The adapter then
+    learns to leave ordinary prompts as the backbone drew them, rather than re-fitting the few ordinary
+    images it was shown.
+    """
     settings.check()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -129,8 +136,13 @@ def train(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn_like(x0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
-        pred = denoise(noise_scheduler.add_noise(x0, noise, t), t, encode_text(texts))
-        loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, settings.min_snr_gamma)
+        x_t, hidden = noise_scheduler.add_noise(x0, noise, t), encode_text(texts)
+        pred = denoise(x_t, t, hidden)
+        replace = None
+        if baseline is not None and data.regular is not None and (rows := torch.from_numpy(data.regular[idx])).any():
+            with torch.no_grad():
+                replace = (rows, baseline(x_t[rows], t[rows], hidden[rows]))
+        loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, settings.min_snr_gamma, replace)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.errors import AdapterError
@@ -21,8 +22,13 @@ from adapters.training.loop import Settings, frozen_text, train
 MAX_RANK = 16  # the export's default R (`diffplex export --lora-rank`)
 
 
-def train_lora(pipe: StableDiffusionPipeline, data: TrainingSet, settings: Settings, rank: int = 8) -> dict[str, float]:
-    """Adds a peft adapter named "default" to `pipe.unet` and trains it in place."""
+def train_lora(
+    pipe: StableDiffusionPipeline, data: TrainingSet, settings: Settings, rank: int = 8, preserve: bool = False
+) -> dict[str, float]:
+    """Adds a peft adapter named "default" to `pipe.unet` and trains it in place.
+
+    `preserve`: ordinary rows are distilled to the backbone's prediction with the adapter switched off.
+    """
     from peft import LoraConfig
 
     if not 1 <= rank <= MAX_RANK:
@@ -31,7 +37,18 @@ def train_lora(pipe: StableDiffusionPipeline, data: TrainingSet, settings: Setti
         LoraConfig(r=rank, lora_alpha=rank, target_modules=list(DEFAULT_UNET_TARGETS), init_lora_weights=True)
     )
     params = [p for p in pipe.unet.parameters() if p.requires_grad]
-    return train(pipe, data, params, frozen_text(pipe), lambda x, t, h: pipe.unet(x, t, h).sample, settings)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return pipe.unet(x, t, hidden).sample
+
+    def backbone(x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        pipe.unet.disable_adapters()
+        try:
+            return pipe.unet(x, t, hidden).sample
+        finally:
+            pipe.unet.enable_adapters()
+
+    return train(pipe, data, params, frozen_text(pipe), denoise, settings, backbone if preserve else None)
 
 
 def save_lora(pipe: StableDiffusionPipeline, path: Path) -> None:

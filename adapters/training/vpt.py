@@ -31,6 +31,7 @@ def train_vpt(
     spec: BackboneSpec,
     tokens: int = 4,
     depth: str = "deep",
+    preserve: bool = False,
 ) -> tuple[VPTAdapter, dict[str, float]]:
     if not spec.vpt_blocks:
         raise AdapterError("this backbone's U-Net blocks cannot take VPT prompt tokens")
@@ -59,7 +60,9 @@ def train_vpt(
             return pipe.unet(x, t, hidden).sample
 
     try:
-        stats = train(pipe, data, params, frozen_text(pipe), denoise, settings)
+        # Outside `activate` the banked processors hand over to the plain ones: the backbone's own prediction.
+        baseline = (lambda x, t, hidden: pipe.unet(x, t, hidden).sample) if preserve else None
+        stats = train(pipe, data, params, frozen_text(pipe), denoise, settings, baseline)
     finally:
         banked.remove()
     adapter = VPTAdapter(depth, tuple(p.detach().clone() for p in params), spec.fingerprint)  # type: ignore[arg-type]

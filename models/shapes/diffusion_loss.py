@@ -9,7 +9,13 @@ from diffusers.training_utils import compute_snr
 
 
 def min_snr_loss(
-    scheduler: DDPMScheduler, pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, gamma: float
+    scheduler: DDPMScheduler,
+    pred: torch.Tensor,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    gamma: float,
+    replace: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean of the per-sample MSE to the scheduler's target, with min-SNR-gamma weights (Hang et al. 2023).
 
@@ -20,6 +26,9 @@ def min_snr_loss(
     ~1e-3 of the rest, and a backbone trained that way never learned position (EXPERIMENTS.md, run 4a).
     Keeping a floor of 1 there (plain v-MSE at high noise, as SD 2 trains) and the cap at low noise
     keeps the min-SNR speed-up without starving the high-noise steps.
+
+    `replace` = (rows [B] bool, targets [rows, ...]): those rows' targets are given instead (an adapter's
+    prior preservation distils them to the frozen backbone's own prediction), with the same weights.
     """
     snr = compute_snr(scheduler, t)
     kind = scheduler.config.prediction_type
@@ -29,6 +38,10 @@ def min_snr_loss(
         target, weight = scheduler.get_velocity(x0, noise, t), torch.clamp(snr + 1, max=gamma) / (snr + 1)
     else:
         raise ValueError(f"unsupported prediction_type {kind!r}: expected 'epsilon' or 'v_prediction'")
+    if replace is not None:
+        rows, given = replace
+        target = target.clone()
+        target[rows] = given
     return (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
 
 

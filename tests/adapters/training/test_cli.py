@@ -140,6 +140,7 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
         (["ti", "--steps", "0"], "--steps and --batch must be at least 1"),
         (["ti", "--token", "red"], "already a word of the tokenizer"),
         (["ti", "--token", "two words"], "without spaces"),
+        (["ti", "--preserve"], "--preserve needs --concept and a lora or vpt"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(

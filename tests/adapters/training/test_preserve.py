@@ -1,0 +1,68 @@
+"""Prior preservation: rows of ordinary images are trained towards the frozen backbone's own prediction."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.spec import build_spec
+from adapters.training.data import TrainingSet, concept_set
+from adapters.training.loop import Settings, load_frozen_pipeline
+from adapters.training.lora import train_lora
+from adapters.training.vpt import train_vpt
+from models.shapes.diffusion_loss import min_snr_loss
+
+SETTINGS = Settings(steps=3, lr=1e-2, batch=4, seed=0)
+
+
+def ordinary_only(count: int = 8) -> TrainingSet:
+    """A concept set whose rows are all marked ordinary: with preservation the loss is the distance to the backbone."""
+    data = concept_set("night", count, seed=0, regular_fraction=0.5)
+    return replace(data, regular=np.ones(len(data), dtype=bool))
+
+
+def test_the_concept_set_marks_its_ordinary_images() -> None:
+    data = concept_set("night", 8, seed=0, regular_fraction=0.25)
+    assert data.regular.tolist() == [False] * 6 + [True] * 2
+    assert not any("night" in c for captions in data.captions[6:] for c in captions)
+
+
+@pytest.mark.parametrize("preserve", [True, False])
+def test_a_lora_trained_only_to_preserve_stays_the_backbone(pipeline_dir: Path, preserve: bool) -> None:
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    stats = train_lora(pipe, ordinary_only(), SETTINGS, rank=2, preserve=preserve)
+    ups = [p for name, p in pipe.unet.named_parameters() if "lora_B" in name]
+    moved = max(float(p.detach().abs().max()) for p in ups)
+    if preserve:  # B starts at 0, so the LoRA starts as the backbone: zero loss, zero gradient, no step
+        assert stats["loss_ema"] == 0.0 and moved == 0.0
+    else:  # the same rows with their images' targets move it
+        assert moved > 0.0
+
+
+def test_a_vpt_trained_only_to_preserve_has_the_distance_to_the_backbone_as_loss(pipeline_dir: Path) -> None:
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    spec = build_spec(pipe.unet, pipe.text_encoder)
+    with_target = train_vpt(pipe, ordinary_only(), SETTINGS, spec, tokens=2, preserve=False)[1]["loss_ema"]
+    preserved = train_vpt(pipe, ordinary_only(), SETTINGS, spec, tokens=2, preserve=True)[1]["loss_ema"]
+    # a few keys barely move a backbone: its distance to itself is far below its distance to the images
+    assert 0.0 < preserved < 0.1 * with_target
+
+
+def test_replaced_rows_use_the_given_targets() -> None:
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(prediction_type="v_prediction")
+    x0, noise, pred = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    t = torch.tensor([10, 500, 900])
+    rows = torch.tensor([True, False, True])
+    full = min_snr_loss(scheduler, pred, x0, noise, t, 5.0, (torch.ones(3, dtype=torch.bool), pred))
+    assert full == 0.0  # every row's target is the prediction itself
+    mixed = min_snr_loss(scheduler, pred, x0, noise, t, 5.0, (rows, pred[rows]))
+    only_row_1 = min_snr_loss(scheduler, pred[1:2], x0[1:2], noise[1:2], t[1:2], 5.0) / 3
+    assert torch.allclose(mixed, only_row_1)
