@@ -168,7 +168,7 @@ def run_train(args: argparse.Namespace) -> dict:
     saved = load_adapter_file(args.out)  # the file must read back the way a server reads it
     validate(saved, spec, ExportLimits(MAX_RANK, MAX_TOKENS))
     report = {"kind": saved.kind, "out": str(args.out), "images": len(data), "settings": asdict(settings)}
-    report["preserve"] = args.preserve
+    report |= {"preserve": args.preserve}
     report |= {"model": str(args.model), "backbone_fingerprint": spec.fingerprint, **stats}
     if args.eval_samples:
         report["eval"] = evaluate_adapter(saved, args.concept, args.model, samples=args.eval_samples)
