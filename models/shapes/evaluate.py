@@ -94,7 +94,9 @@ def evaluate(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=PIPELINE_DIR, help="diffusers pipeline directory")
-    parser.add_argument("--samples", type=int, default=256)
+    # 1,024 by default: at 256 samples one standard error of a ~90% accuracy is 1.9 points, as wide as the
+    # margins this meter is read against; at 1,024 it is 0.9 (about 2.5 minutes on two cores).
+    parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)

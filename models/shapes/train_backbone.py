@@ -52,7 +52,7 @@ class Recipe:
     vae_kl_weight: float = 1e-6
     vae_foreground_weight: float = 10.0
     # Runs 5-7: half the rows at high noise teach position (21% -> 100%); 3,000 steps reach 80.1% prompt
-    # accuracy, 5,000 steps 89.5% (run 4, 5,000 uniform steps: 24.6%; EXPERIMENTS.md).
+    # accuracy, 5,000 steps 92.2% (run 4, 5,000 uniform steps: 24.6%; 6,000 steps lost position; EXPERIMENTS.md).
     unet_steps: int = 5000
     unet_batch: int = 64
     unet_lr: float = 1e-3
