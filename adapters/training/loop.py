@@ -22,7 +22,7 @@ from tqdm import tqdm
 from adapters.errors import AdapterError
 from adapters.training.data import TrainingSet
 from models.shapes.diffusion_loss import min_snr_loss
-from models.shapes.train_backbone import cosine_lr, to_tensor
+from models.shapes.training_utils import cosine_lr, to_tensor
 
 log = logging.getLogger("adapters.training")
 

@@ -35,10 +35,15 @@ def test_recipe_at_toy_scale_writes_a_loadable_pipeline(tmp_path):
             "300",
             "--vae-images",
             "300",
+            "--codec-steps",
+            "2",
+            "--codec-images",
+            "300",
         ]
     )
     stats = json.loads((out / "training.json").read_text())
     assert stats["recipe"]["unet_steps"] == 2 and stats["vae_scaling_factor"] > 0
+    assert stats["recipe"]["codec_steps"] == 2 and stats["codec_latent_drift"] >= 0
     assert (out / "tokenizer" / "vocab.json").exists() and (out / "tokenizer" / "merges.txt").exists()
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     image = pipe("a red circle", num_inference_steps=2, output_type="np").images[0]
