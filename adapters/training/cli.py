@@ -23,7 +23,7 @@ from adapters.spec import build_spec
 from adapters.training.data import CONCEPTS, TrainingSet, concept, concept_set, folder_set
 from adapters.training.evaluate import KIND_NAMES, evaluate_adapter, load_trained
 from adapters.training.loop import Settings, image_size, load_frozen_pipeline, log
-from adapters.training.lora import MAX_RANK, save_lora, train_lora
+from adapters.training.lora import LORA_TARGETS, MAX_RANK, save_lora, train_lora
 from adapters.training.ti import MAX_VECTORS, save_ti, train_ti
 from adapters.training.vpt import DEPTHS, MAX_TOKENS, train_vpt
 from adapters.validate import ExportLimits, validate
@@ -71,6 +71,11 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, help="images per step (default per kind)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rank", type=int, default=8, help=f"lora: rank, 1 to {MAX_RANK}")
+    parser.add_argument(
+        "--lora-targets",
+        choices=list(LORA_TARGETS),
+        help="lora: every banked module (default) or only the cross-attention's keys and values",
+    )
     parser.add_argument("--tokens", type=int, default=4, help=f"vpt: prompt tokens per block, 1 to {MAX_TOKENS}")
     parser.add_argument("--depth", choices=DEPTHS, default="deep", help="vpt: every transformer block or the first")
     parser.add_argument("--token", default="<star>", help="ti: the new token (replaces the concept word)")
@@ -143,6 +148,8 @@ def run_train(args: argparse.Namespace) -> dict:
             "--preserve needs --concept and a lora or vpt: it keeps the concept set's ordinary images as the "
             "backbone draws them (a textual inversion never changes prompts without its token)"
         )
+    if args.lora_targets is not None and args.kind != "lora":
+        raise AdapterError(f"--lora-targets is a lora option; a {args.kind} adapter has no LoRA targets")
     if args.eval_samples and not args.concept:
         raise AdapterError("--eval-samples needs --concept: evaluation scores a concept of the shapes world")
     if args.out.suffix != ".safetensors":
@@ -160,7 +167,7 @@ def run_train(args: argparse.Namespace) -> dict:
         adapter, stats = train_ti(pipe, data, settings, args.token, args.vectors, init_word)
         save_ti(adapter, args.out)
     elif args.kind == "lora":
-        stats = train_lora(pipe, data, settings, args.rank, args.preserve)
+        stats = train_lora(pipe, data, settings, args.rank, args.preserve, args.lora_targets or "all")
         save_lora(pipe, args.out)
     else:
         adapter, stats = train_vpt(pipe, data, settings, spec, args.tokens, args.depth, args.preserve)
@@ -168,7 +175,7 @@ def run_train(args: argparse.Namespace) -> dict:
     saved = load_adapter_file(args.out)  # the file must read back the way a server reads it
     validate(saved, spec, ExportLimits(MAX_RANK, MAX_TOKENS))
     report = {"kind": saved.kind, "out": str(args.out), "images": len(data), "settings": asdict(settings)}
-    report |= {"preserve": args.preserve}
+    report |= {"preserve": args.preserve, "lora_targets": (args.lora_targets or "all") if args.kind == "lora" else None}
     report |= {"model": str(args.model), "backbone_fingerprint": spec.fingerprint, **stats}
     if args.eval_samples:
         report["eval"] = evaluate_adapter(saved, args.concept, args.model, samples=args.eval_samples)

@@ -174,6 +174,9 @@ def evaluate_adapter(
         "regular_prompt_accuracy_with_adapter": accuracy_with,
         "regular_prompt_accuracy_without_adapter": accuracy_without,
         "regular_prompt_accuracy_delta": delta,
+        # Which attributes an adapter disturbs on prompts that do not use it (where the delta comes from).
+        "regular_attribute_accuracy_with_adapter": attribute_accuracy(regular.named, with_adapter),
+        "regular_attribute_accuracy_without_adapter": attribute_accuracy(regular.named, without),
         "targets": {"concept_accuracy": CONCEPT_TARGET, "regular_delta": REGULAR_TOLERANCE},
         "passed": {
             "concept_accuracy": concept_accuracy >= CONCEPT_TARGET,

@@ -1,9 +1,10 @@
 """LoRA on the U-Net's attention, projection and feed-forward layers, with peft; saved the diffusers way.
 
 Targets are `adapters.spec.DEFAULT_UNET_TARGETS`, the modules the export banks hold, so the file validates
-against the backbone spec. lora_alpha = rank (scale 1) and peft's default init (B = 0): training starts
-from the unchanged backbone. The text encoder stays frozen: the concept word's existing embedding is
-enough for the U-Net to learn what to draw for it, and a U-Net-only LoRA is the cheapest to serve.
+against the backbone spec, or a subset of them (`LORA_TARGETS`). lora_alpha = rank (scale 1) and peft's
+default init (B = 0): training starts from the unchanged backbone. The text encoder stays frozen: the
+concept word's existing embedding is enough for the U-Net to learn what to draw for it, and a U-Net-only
+LoRA is the cheapest to serve.
 """
 
 from __future__ import annotations
@@ -21,20 +22,36 @@ from adapters.training.loop import Settings, frozen_text, train
 
 MAX_RANK = 16  # the export's default R (`diffplex export --lora-rank`)
 
+# `--lora-targets`: every banked module, or only the cross-attention's key and value projections (Custom
+# Diffusion, Kumari et al. 2023). The latter acts on an image only through the prompt's tokens, which is what
+# keeps prompts without the concept as the backbone draws them.
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "all": DEFAULT_UNET_TARGETS,
+    "cross-attention": ("attn2.to_k", "attn2.to_v"),
+}
+
 
 def train_lora(
-    pipe: StableDiffusionPipeline, data: TrainingSet, settings: Settings, rank: int = 8, preserve: bool = False
+    pipe: StableDiffusionPipeline,
+    data: TrainingSet,
+    settings: Settings,
+    rank: int = 8,
+    preserve: bool = False,
+    targets: str = "all",
 ) -> dict[str, float]:
     """Adds a peft adapter named "default" to `pipe.unet` and trains it in place.
 
     `preserve`: ordinary rows are distilled to the backbone's prediction with the adapter switched off.
+    `targets`: a key of `LORA_TARGETS`.
     """
     from peft import LoraConfig
 
     if not 1 <= rank <= MAX_RANK:
         raise AdapterError(f"--rank must be 1 to {MAX_RANK} (the export's R), got {rank}")
+    if targets not in LORA_TARGETS:
+        raise AdapterError(f"--lora-targets must be one of {', '.join(LORA_TARGETS)}, got {targets!r}")
     pipe.unet.add_adapter(
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=list(DEFAULT_UNET_TARGETS), init_lora_weights=True)
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGETS[targets]), init_lora_weights=True)
     )
     params = [p for p in pipe.unet.parameters() if p.requires_grad]
 

@@ -55,6 +55,14 @@ def test_lora_trains_the_up_matrices(pipeline_dir: Path, tmp_path: Path) -> None
     assert any(float(layer.up.abs().max()) > 0 for layer in layers.values())  # peft starts B at zero
 
 
+def test_cross_attention_lora_covers_only_the_text_keys_and_values(pipeline_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora.safetensors"
+    argv = ["train", "lora", "--concept", "striped", "--lora-targets", "cross-attention", "--out", str(out)]
+    assert adapters_main([*argv, "--model", str(pipeline_dir), *FAST]) == 0
+    names = list(load_adapter_file(out).layers)
+    assert names and all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in names), names
+
+
 def _image_folder(folder: Path, captions: dict[str, str | None]) -> Path:
     folder.mkdir()
     for stem, text in captions.items():
@@ -141,6 +149,7 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
         (["ti", "--token", "red"], "already a word of the tokenizer"),
         (["ti", "--token", "two words"], "without spaces"),
         (["ti", "--preserve"], "--preserve needs --concept and a lora or vpt"),
+        (["vpt", "--lora-targets", "cross-attention"], "--lora-targets is a lora option"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(

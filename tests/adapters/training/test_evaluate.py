@@ -12,6 +12,7 @@ import torch
 from adapters.errors import AdapterError
 from adapters.training.evaluate import ReferencePipeline, evaluate_adapter
 from models.shapes.evaluate import generate, load_pipeline
+from models.shapes.vocabulary import ATTRIBUTE_NAMES
 from tests.adapters.builders import random_lora, random_ti, random_vpt
 
 PROMPTS = ["a red square on a white background", "a small blue circle"]
@@ -45,6 +46,9 @@ def test_report_for_a_textual_inversion(pipeline_dir: Path) -> None:
     assert all("<star>" in p for p in report["example_prompts"])
     # prompts without the token do not see the embedding: identical images, identical accuracy
     assert report["regular_prompt_accuracy_delta"] == 0.0
+    without = report["regular_attribute_accuracy_without_adapter"]
+    assert report["regular_attribute_accuracy_with_adapter"] == without
+    assert set(without) <= set(ATTRIBUTE_NAMES)
 
 
 def test_a_vpt_of_another_backbone_is_refused(pipeline_dir: Path, reference: ReferencePipeline) -> None:
