@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.shapes.dataset import IMAGE_SIZE
 from models.shapes.vocabulary import ATTRIBUTE_NAMES, ATTRIBUTES
 
 JUDGE_WEIGHTS = Path(__file__).parent / "judge.safetensors"
@@ -82,6 +83,11 @@ class ShapesJudge:
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, batch_size: int = 256) -> Verdict:
+        if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise ValueError(
+                f"the judge scores {IMAGE_SIZE}x{IMAGE_SIZE} RGB images of the shapes world, got an array of "
+                f"shape {images.shape}: judge a model that draws them (models/shapes/pipeline)"
+            )
         labels: list[dict[str, str]] = []
         feats = []
         for start in range(0, len(images), batch_size):

@@ -8,14 +8,18 @@ import numpy as np
 from scipy import linalg
 
 
-def prompt_accuracy(named: Sequence[dict[str, str]], predicted: Sequence[dict[str, str]]) -> float:
-    """Fraction of images whose every attribute named in the prompt is what the judge sees."""
+def prompt_hits(named: Sequence[dict[str, str]], predicted: Sequence[dict[str, str]]) -> list[bool]:
+    """Per image: is every attribute named in its prompt what the judge sees?"""
     if len(named) != len(predicted):
         raise ValueError(f"{len(named)} prompts but {len(predicted)} judged images")
+    return [all(pred.get(k) == v for k, v in want.items()) for want, pred in zip(named, predicted, strict=True)]
+
+
+def prompt_accuracy(named: Sequence[dict[str, str]], predicted: Sequence[dict[str, str]]) -> float:
+    """Fraction of images whose every attribute named in the prompt is what the judge sees."""
     if not named:
         raise ValueError("prompt accuracy of zero images is undefined")
-    hits = [all(pred.get(k) == v for k, v in want.items()) for want, pred in zip(named, predicted, strict=True)]
-    return float(np.mean(hits))
+    return float(np.mean(prompt_hits(named, predicted)))
 
 
 def attribute_accuracy(named: Sequence[dict[str, str]], predicted: Sequence[dict[str, str]]) -> dict[str, float]:

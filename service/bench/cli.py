@@ -2,7 +2,8 @@
 
 Suites: engine (the engine's ratios), hotload (adapter upload to first use, cold and warm), memory (RSS per
 hosted adapter), export (export time), precision (fp32 vs fp16, GPU only), profile (where a request's
-time goes); `all` runs every suite but engine, which has its own long run.
+time goes), guidance (guidance interval and uncond refresh: rows saved vs judge quality); `all` runs every
+suite but engine, which has its own long run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SUITES = {
     "export": ("service.bench.export_bench", "export_pipeline time on the shipped model"),
     "precision": ("service.bench.precision_bench", "fp32 vs fp16 graphs (GPU only; skipped with the reason)"),
     "profile": ("service.bench.profile_bench", "where a request's time goes: graphs, host, PNG, HTTP"),
+    "guidance": ("service.bench.guidance_bench", "guidance interval and uncond refresh: rows saved vs judge quality"),
 }
 
 

@@ -4,7 +4,8 @@
 - fused vs split CFG; 8 requests with 8 distinct LoRAs in one batch vs no adapters, and vs diffusers
   swapping LoRAs per request (`load_lora_weights` / `unload_lora_weights`);
 - continuous vs request-level batching with mixed step counts;
-- the guidance interval and uncond-refresh options: speed gain and quality cost (judge).
+- the guidance interval and uncond-refresh options: speed gain and quality cost (judge; `guidance_bench`, also
+  a suite of its own, `diffplex bench guidance`).
 Pairs are interleaved round by round and the median is kept, so machine noise hits both sides alike.
 """
 
@@ -26,14 +27,11 @@ from adapters.training.lora import save_lora
 from export.exporter import ExportOptions, export_pipeline
 from export.manifest import MANIFEST
 from models.shapes.dataset import make_batch
-from models.shapes.judge import ShapesJudge
-from models.shapes.metrics import frechet_distance, prompt_accuracy
+from service.bench.guidance_bench import GUIDANCE, guidance_options
 from service.bench.lora_macs import lora_macs, sd15_lora_macs
 from service.bench.report import machine, table
 from service.engine import Engine, EngineConfig, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime
-
-GUIDANCE = 5.0
 
 
 @dataclass
@@ -219,42 +217,8 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
         "ratio": s["request_level"] / s["continuous"],
     }
     progress(f"guidance options: speed and judge quality on {settings.quality_samples} prompts")
-    results["guidance_options"] = _guidance_options(runtime, settings)
+    results["guidance_options"] = guidance_options(runtime, settings.quality_samples)
     return results
-
-
-def _guidance_options(runtime: OnnxRuntime, settings: BenchSettings) -> dict:
-    judge = ShapesJudge.load()
-    batch = make_batch(settings.quality_samples, seed=0)
-    real = judge(make_batch(settings.quality_samples, seed=1).images).features
-    options = {
-        "baseline": {},
-        "guidance_interval_0_0.5": {"guidance_interval": (0.0, 0.5)},
-        "uncond_refresh_2": {"uncond_refresh": 2},
-    }
-    out = {}
-    for name, kw in options.items():
-        engine = Engine(runtime, EngineConfig(max_rows=32))
-        started = time.perf_counter()
-        jobs = [
-            engine.submit(GenerationRequest(p, seed=i, steps=25, guidance_scale=GUIDANCE, **kw))
-            for i, p in enumerate(batch.captions)
-        ]
-        engine.run_until_idle()
-        seconds = time.perf_counter() - started
-        images = np.stack([j.result(timeout=0).image for j in jobs])
-        verdict = judge(images)
-        out[name] = {
-            "seconds": seconds,
-            "unet_rows": engine.stats["unet_rows"],
-            "prompt_accuracy": prompt_accuracy(batch.named, verdict.labels),
-            "frechet_distance": frechet_distance(verdict.features, real),
-        }
-    base = out["baseline"]
-    for entry in out.values():
-        entry["speedup"] = base["seconds"] / entry["seconds"]
-        entry["unet_rows_saved"] = 1 - entry["unet_rows"] / base["unet_rows"]
-    return out
 
 
 def markdown(results: dict, command: str) -> str:

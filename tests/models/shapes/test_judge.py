@@ -51,3 +51,9 @@ def test_committed_judge_recognises_each_held_out_value(judge):
     assert sum(label["shape"] == "star" for label in labels[:20]) >= 19
     assert sum(label["fill"] == "striped" for label in labels[20:40]) >= 19
     assert sum(label["background"] == "night" for label in labels[40:]) >= 19
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16, 3), (2, 64, 64), (64, 64, 3)])
+def test_images_of_another_size_are_refused_with_the_reason(shape):
+    with pytest.raises(ValueError, match="scores 64x64 RGB images"):
+        ShapesJudge(Judge().eval())(np.zeros(shape, np.uint8))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models.shapes.train_backbone import PIPELINE_DIR
 from service.bench.cli import main
 
 SECTIONS = "# Benchmarks\n\nhand-written text\n\n<!-- bench:engine -->\nengine table\n<!-- /bench:engine -->\n"
@@ -79,3 +80,24 @@ def test_profile(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert results["http"]["latency_s"] >= results["http"]["server_total_s"] > 0
     assert len(results["engine"]["top_functions"]) == 5
     assert "| U-Net |" in text and "Top functions" in text
+
+
+def test_guidance(tmp_path: Path) -> None:
+    # The shipped model: the judge scores 64x64 images of the shapes world, which the tiny model does not draw.
+    export = str(tmp_path / "export")
+    results, text = _bench(tmp_path, PIPELINE_DIR, "guidance", "--export", export, "--samples", "4", "--steps", "4")
+    options = results["options"]
+    assert set(options) == {"baseline", "guidance_interval_0_0.5", "uncond_refresh_2"}
+    base = options["baseline"]
+    assert base["unet_rows_saved"] == 0 and base["gained"] == base["lost"] == 0
+    # Both options skip uncond rows on some steps: fewer U-Net rows than the baseline's 2 per request per step.
+    assert base["unet_rows"] == 4 * 4 * 2
+    assert all(options[name]["unet_rows"] < base["unet_rows"] for name in options if name != "baseline")
+    for entry in options.values():
+        assert 0.0 <= entry["prompt_accuracy"] <= 1.0 and entry["gained"] + entry["lost"] <= 4
+    assert "| uncond_refresh_2 |" in text and "4 prompts per option" in text
+
+
+def test_guidance_refuses_too_few_samples(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="--samples and --steps must be at least 2"):
+        main(["guidance", "--model", str(tiny_model_dir), "--report", str(tmp_path / "B.md"), "--samples", "1"])
