@@ -150,6 +150,7 @@ def run_train(args: argparse.Namespace) -> dict:
         )
     if args.lora_targets is not None and args.kind != "lora":
         raise AdapterError(f"--lora-targets is a lora option; a {args.kind} adapter has no LoRA targets")
+    lora_targets = args.lora_targets or "all"  # None only tells "not given" apart, for the check above
     if args.eval_samples and not args.concept:
         raise AdapterError("--eval-samples needs --concept: evaluation scores a concept of the shapes world")
     if args.out.suffix != ".safetensors":
@@ -167,7 +168,7 @@ def run_train(args: argparse.Namespace) -> dict:
         adapter, stats = train_ti(pipe, data, settings, args.token, args.vectors, init_word)
         save_ti(adapter, args.out)
     elif args.kind == "lora":
-        stats = train_lora(pipe, data, settings, args.rank, args.preserve, args.lora_targets or "all")
+        stats = train_lora(pipe, data, settings, args.rank, args.preserve, lora_targets)
         save_lora(pipe, args.out)
     else:
         adapter, stats = train_vpt(pipe, data, settings, spec, args.tokens, args.depth, args.preserve)
@@ -175,7 +176,7 @@ def run_train(args: argparse.Namespace) -> dict:
     saved = load_adapter_file(args.out)  # the file must read back the way a server reads it
     validate(saved, spec, ExportLimits(MAX_RANK, MAX_TOKENS))
     report = {"kind": saved.kind, "out": str(args.out), "images": len(data), "settings": asdict(settings)}
-    report |= {"preserve": args.preserve, "lora_targets": (args.lora_targets or "all") if args.kind == "lora" else None}
+    report |= {"preserve": args.preserve, "lora_targets": lora_targets if args.kind == "lora" else None}
     report |= {"model": str(args.model), "backbone_fingerprint": spec.fingerprint, **stats}
     if args.eval_samples:
         report["eval"] = evaluate_adapter(saved, args.concept, args.model, samples=args.eval_samples)
