@@ -34,6 +34,10 @@ def lora_b_name(i: int) -> str:
     return f"lora_b.{i}"
 
 
+def is_lora_bank(name: str) -> bool:
+    return name.startswith(("lora_a.", "lora_b."))  # `lora_a_name` / `lora_b_name`
+
+
 def vpt_name(j: int) -> str:
     return f"vpt.{j}"
 

@@ -5,6 +5,7 @@ Layout of an export directory:
     text_encoder.onnx             inputs_embeds + adapter_slot + LoRA banks -> last_hidden_state
     unet_cfg.onnx / unet.onnx     fused-CFG and plain U-Net with LoRA and VPT banks
     unet_cfg.base.onnx / unet.base.onnx   their adapter-free variants (no adapter_slot, no banks)
+    unet_cfg.lora.onnx / unet.lora.onnx   their LoRA-only variants (no VPT banks; exported when P > 0)
     vae_encoder.onnx / vae_decoder.onnx
     *.opt.onnx                    ORT level-"all" optimized graphs (CPU provider)
     *.fp16.onnx                   fp16 weights and math, fp32 IO (with --fp16)
@@ -18,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,7 +31,15 @@ from export.backbone import load_backbone
 from export.errors import ExportError
 from export.fp16 import convert_fp16
 from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, build_graph_modules, graph_io
-from export.manifest import TOKEN_EMBEDDINGS, GraphEntry, Manifest, base_variant, record_files
+from export.manifest import (
+    BASE_VARIANT,
+    LORA_VARIANT,
+    TOKEN_EMBEDDINGS,
+    GraphEntry,
+    Manifest,
+    family_variant,
+    record_files,
+)
 from export.onnx_io import export_module
 from export.ort_session import optimize_graph
 from export.random_inputs import Dims, random_inputs
@@ -108,18 +118,18 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         )
         written += files.written
         if name in BASE_GRAPHS:
-            # The adapter-free variant, for calls in which no row carries an adapter: the same example
-            # less `adapter_slot` and the banks.
-            base_inputs, _ = graph_io(
-                name, spec, options.lora_rank, vpt_tokens, backbone.latent_channels, backbone.text_dim, base=True
-            )
-            base_example = [v for t, v in zip(inputs, example, strict=True) if t in base_inputs]
-            base = _export_graph(
-                modules.get(name), base_example, base_inputs, outputs, out, f"{name}.base", options, step
-            )
-            entry.variants[base_variant()] = base.file
-            entry.variants |= {base_variant(k): v for k, v in base.variants.items()}
-            written += base.written
+            # The adapter-free variant (no `adapter_slot`, no banks) and, with VPT banks, the LoRA-only one:
+            # the same example less the inputs they do not take. The runtime picks the smallest a call needs.
+            io = partial(graph_io, name, spec, options.lora_rank, 0, backbone.latent_channels, backbone.text_dim)
+            families = {BASE_VARIANT: io(base=True)[0]} | ({LORA_VARIANT: io()[0]} if vpt_tokens else {})
+            for family, reduced in families.items():
+                taken = [v for t, v in zip(inputs, example, strict=True) if t in reduced]
+                variant = _export_graph(
+                    modules.get(name), taken, reduced, outputs, out, f"{name}.{family}", options, step
+                )
+                entry.variants[family_variant(family)] = variant.file
+                entry.variants |= {family_variant(family, k): v for k, v in variant.variants.items()}
+                written += variant.written
         graphs[name] = entry
     written += _write_host_files(backbone.model_dir, backbone.text_encoder, out)
     manifest = Manifest(

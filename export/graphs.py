@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from adapters.install import BankedModel, install_banked
-from adapters.packing import ADAPTER_SLOT, lora_a_name, lora_b_name, vpt_mask_name, vpt_name
+from adapters.packing import ADAPTER_SLOT, is_lora_bank, lora_a_name, lora_b_name, vpt_mask_name, vpt_name
 from adapters.spec import BackboneSpec
 from adapters.text_encoder import encode_inputs_embeds
 
@@ -71,6 +71,7 @@ class _Banked(nn.Module):
         self.model = model
         self.banked = banked
         self.bank_names = [b.name for b in banks]
+        self.lora_banks = sum(1 for b in banks if is_lora_bank(b.name))
         banked.state.graph_mode = True
 
     @contextmanager
@@ -81,7 +82,12 @@ class _Banked(nn.Module):
             yield
             return
         # Set directly rather than through `activate`: the VPT banks are optional (P = 0 exports none).
-        self.banked.state.banks = dict(zip(self.bank_names, banks, strict=True))
+        # `bank_specs` puts the LoRA banks first, so a LoRA-only variant passes a prefix of the names.
+        if len(banks) not in (len(self.bank_names), self.lora_banks):
+            raise ValueError(
+                f"expected {len(self.bank_names)} banks, or the {self.lora_banks} LoRA banks; got {len(banks)}"
+            )
+        self.banked.state.banks = dict(zip(self.bank_names, banks, strict=False))
         self.banked.state.slot = adapter_slot
         try:
             yield

@@ -19,19 +19,38 @@ from export.errors import ExportError
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"
-# The U-Nets' adapter-free variants: the graph contract without `adapter_slot` and banks. Their keys in
-# `GraphEntry.variants` start with this ("base", "base_ort_optimized", "base_fp16"); exports made before
-# them have none, and a runtime then runs every call on the banked graph.
+# The U-Nets' reduced variants, each the graph contract less some adapter inputs. Their keys in
+# `GraphEntry.variants` start with the family's name ("base", "base_ort_optimized", "base_fp16"):
+# - base: no `adapter_slot` and no banks, for calls in which no row carries an adapter;
+# - lora: the LoRA banks and no VPT banks, for calls in which no row carries VPT tokens (exported with P > 0).
+# Exports made before a family have none of its variants, and a runtime then runs those calls on the full graph.
 BASE_VARIANT = "base"
+LORA_VARIANT = "lora"
+
+
+def family_variant(family: str, variant: str | None = None) -> str:
+    """The variant key of `family`'s counterpart of `variant` (None: the portable graph) -> "base", "lora_fp16"."""
+    return family if variant is None else f"{family}_{variant}"
+
+
+def in_family(family: str, variant: str) -> bool:
+    return variant == family or variant.startswith(f"{family}_")
 
 
 def base_variant(variant: str | None = None) -> str:
-    """The variant key of the base counterpart of `variant` (None: the portable graph) -> "base", "base_fp16"."""
-    return BASE_VARIANT if variant is None else f"{BASE_VARIANT}_{variant}"
+    return family_variant(BASE_VARIANT, variant)
+
+
+def lora_variant(variant: str | None = None) -> str:
+    return family_variant(LORA_VARIANT, variant)
 
 
 def is_base_variant(variant: str) -> bool:
-    return variant == BASE_VARIANT or variant.startswith(f"{BASE_VARIANT}_")
+    return in_family(BASE_VARIANT, variant)
+
+
+def is_lora_variant(variant: str) -> bool:
+    return in_family(LORA_VARIANT, variant)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -30,7 +30,15 @@ from export.graphs import (
     fused_cfg,
     graph_io,
 )
-from export.manifest import GraphEntry, Manifest, base_variant, is_base_variant, load_manifest
+from export.manifest import (
+    GraphEntry,
+    Manifest,
+    base_variant,
+    is_base_variant,
+    is_lora_variant,
+    load_manifest,
+    lora_variant,
+)
 from export.ort_session import available_providers, open_session
 from export.random_inputs import Dims, random_inputs
 
@@ -103,8 +111,9 @@ def check_graph(
     threads: int | None = None,
 ) -> GraphReport:
     base = is_base_variant(variant)
+    vpt_tokens = 0 if is_lora_variant(variant) else manifest.vpt_tokens
     inputs, _ = graph_io(
-        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim, base
+        name, manifest.spec, manifest.lora_rank, vpt_tokens, manifest.latent_channels, manifest.text_dim, base
     )
     dims = Dims(
         rows=4,
@@ -157,7 +166,7 @@ def variants_to_check(entry: GraphEntry, cuda: bool) -> dict[str, str]:
     files = {"onnx": entry.file} | dict(entry.variants)
     if cuda and "CUDAExecutionProvider" in available_providers():
         files["onnx_cuda"] = entry.file
-        for variant in ("fp16", base_variant(), base_variant("fp16")):
+        for variant in ("fp16", base_variant(), base_variant("fp16"), lora_variant(), lora_variant("fp16")):
             if variant in entry.variants:
                 files[f"{variant}_cuda"] = entry.variants[variant]
     return files

@@ -89,8 +89,8 @@ def build_engines(
 ) -> list[str]:
     """Build an engine per graph; records them as the graph's `tensorrt` variant. Returns the files written.
 
-    Engines are built from the banked graphs only (the U-Nets' base variants get none yet): the TensorRT
-    runtime runs adapter-free calls on the banked engines, in slot 0."""
+    Engines are built from the banked graphs only (the U-Nets' base and LoRA-only variants get none yet): the
+    TensorRT runtime runs every call on the banked engines (adapter-free rows in slot 0)."""
     ranges = ranges or ProfileRanges()
     written = []
     for name, entry in manifest.graphs.items():

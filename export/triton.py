@@ -13,8 +13,9 @@ input is per row) and wrong for the text encoder and U-Nets: their adapter banks
 `adapter_slot` indexes into them, so concatenated banks would point rows at another request's adapters.
 Those take `max_batch_size: 0` (whole tensors, batched by diffplex's own engine, which builds one bank set
 per call); the VAE graphs batch up to `max_batch_size` rows with a short queue delay.
-The U-Nets' adapter-free base variants (`*.base.onnx`) are not served: the repository holds the banked
-graphs, which serve adapter-free rows too (slot 0), and a base variant cannot stand in for them.
+The U-Nets' reduced variants (adapter-free `*.base.onnx`, LoRA-only `*.lora.onnx`) are not served: the
+repository holds the banked graphs, which serve every row (slot 0 is adapter-free), and a reduced variant
+cannot stand in for them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import onnx
 
 from export.errors import ExportError
 from export.graphs import VAE_DECODER, VAE_ENCODER
-from export.manifest import GraphEntry, Manifest, is_base_variant, load_manifest
+from export.manifest import GraphEntry, Manifest, is_base_variant, is_lora_variant, load_manifest
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
@@ -132,9 +133,9 @@ def _place(export_dir: Path, files: list[str], version_dir: Path, model_file: st
 def write_repository(export_dir: Path, out: Path, options: TritonOptions | None = None) -> list[str]:
     """Write the model repository of `export_dir` into `out`; returns the model names written."""
     options = options or TritonOptions()
-    if options.variant is not None and is_base_variant(options.variant):
+    if options.variant is not None and (is_base_variant(options.variant) or is_lora_variant(options.variant)):
         raise ExportError(
-            f"{options.variant!r} is an adapter-free variant, without the adapter inputs the Triton models take: "
+            f"{options.variant!r} is a variant without some of the adapter inputs the Triton models take: "
             "serve the portable graph or its fp16 variant"
         )
     export_dir, out = Path(export_dir), Path(out)

@@ -1,9 +1,11 @@
 """ONNX Runtime backend over an export directory (`diffplex export`): CPU, or CUDA with I/O binding.
 
-U-Net calls in which no row carries an adapter (`adapter_free`) run the export's base variants, which take
-no banks: the banked graph pays for its per-row bank gathers and VPT keys even when every bank is zero.
-Exports without base variants run every call on the banked graphs. Each base session holds its own copy
-of the U-Net's weights (export/README.md says why they are not shared).
+U-Net calls run the smallest graph that serves them: calls in which no row carries an adapter
+(`adapter_free`) run the export's base variants, which take no banks, and calls in which no row's slot
+holds VPT tokens run its LoRA-only variants. The banked graph pays for its per-row bank gathers and VPT
+keys even where every bank is zero. Exports without those variants run the calls on the banked graphs.
+Each variant's session holds its own copy of the U-Net's weights (export/README.md says why they are not
+shared); `base_graphs=False` opens none of them.
 """
 
 from __future__ import annotations
@@ -14,21 +16,29 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from adapters.packing import VPT_MASK
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
-from export.manifest import GraphEntry, base_variant, load_manifest
+from export.manifest import BASE_VARIANT, LORA_VARIANT, GraphEntry, family_variant, load_manifest
 from export.ort_session import available_providers, open_session
 from service.runtime.base import Banks, Runtime
 from service.runtime.info import export_info
 
 
-def session_files(entry: GraphEntry, fp16: bool) -> tuple[str, str | None]:
-    """The file a graph's session runs, and its base variant's (None: the export has none)."""
+def session_files(entry: GraphEntry, fp16: bool) -> tuple[str, dict[str, str]]:
+    """The file a graph's session runs, and its reduced variants' (family -> file; none if not exported)."""
     # The portable graph, optimized by ORT at load: measured faster than the saved level-"all" file
     # (BENCHMARKS.md, export section), which only saves start-up time.
     variant = "fp16" if fp16 and "fp16" in entry.variants else None
-    # The base variant of the same precision, or none: an fp32 base beside an fp16 banked graph would make a
+    # Reduced variants of the same precision, or none: an fp32 base beside an fp16 banked graph would make a
     # request's image depend on whether its batchmates carry adapters.
-    return entry.variants[variant] if variant else entry.file, entry.variants.get(base_variant(variant))
+    reduced = {family: entry.variants.get(family_variant(family, variant)) for family in (BASE_VARIANT, LORA_VARIANT)}
+    return entry.variants[variant] if variant else entry.file, {f: file for f, file in reduced.items() if file}
+
+
+def carries_vpt(adapter_slot: torch.Tensor, banks: Banks) -> bool:
+    """Whether any row's slot holds a VPT token in any block (the masks are a few bytes per slot)."""
+    masks = [bank for name, bank in banks.items() if name.startswith(VPT_MASK)]
+    return any(bool(mask[adapter_slot].any()) for mask in masks)
 
 
 class GraphRunner:
@@ -68,7 +78,7 @@ class OnnxRuntime(Runtime):
         fp16: bool = False,
         base_graphs: bool = True,
     ) -> None:
-        """`base_graphs=False` opens no base sessions (less memory; every call runs the banked graphs)."""
+        """`base_graphs=False` opens no base or LoRA-only sessions (less memory; every call runs the banked graphs)."""
         export_dir = Path(export_dir)
         manifest = load_manifest(export_dir, expected_fingerprint)
         providers = available_providers(prefer_gpu)
@@ -77,15 +87,18 @@ class OnnxRuntime(Runtime):
         self.info = export_info(export_dir, manifest)
         self.graphs: dict[str, GraphRunner] = {}
         self.base_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its adapter-free variant, where exported
+        self.lora_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its LoRA-only variant, where exported
 
         def runner(file: str) -> GraphRunner:
             return GraphRunner(open_session(export_dir / file, providers=providers, threads=threads), cuda)
 
         for graph, entry in manifest.graphs.items():
-            file, base = session_files(entry, fp16)
+            file, reduced = session_files(entry, fp16)
             self.graphs[graph] = runner(file)
-            if base_graphs and base is not None:
-                self.base_graphs[graph] = runner(base)
+            if base_graphs and BASE_VARIANT in reduced:
+                self.base_graphs[graph] = runner(reduced[BASE_VARIANT])
+            if base_graphs and LORA_VARIANT in reduced:
+                self.lora_graphs[graph] = runner(reduced[LORA_VARIANT])
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.graphs[TEXT_ENCODER]({"inputs_embeds": inputs_embeds, "adapter_slot": adapter_slot, **banks})
@@ -109,7 +122,10 @@ class OnnxRuntime(Runtime):
     ) -> torch.Tensor:
         if adapter_free and (base := self.base_graphs.get(graph)) is not None:
             return base(tensors)
-        return self.graphs[graph]({**tensors, "adapter_slot": adapter_slot, **banks})
+        feed = {**tensors, "adapter_slot": adapter_slot, **banks}
+        if (lora := self.lora_graphs.get(graph)) is not None and not carries_vpt(adapter_slot, banks):
+            return lora(feed)  # the runner takes the inputs its graph has: the LoRA banks, not the VPT ones
+        return self.graphs[graph](feed)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.graphs[VAE_ENCODER]({"image": image})

@@ -38,6 +38,6 @@ class TensorRTRuntime(OnnxRuntime):
         self.graphs = {
             g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
         }
-        # No engines of the U-Nets' base variants are built (export/tensorrt_build.py): adapter-free calls run
-        # the banked engines in slot 0.
+        # No engines of the U-Nets' base or LoRA-only variants are built (export/tensorrt_build.py): every call
+        # runs the banked engines, adapter-free rows in slot 0.
         self.base_graphs = {}

@@ -24,7 +24,9 @@ def test_every_graph_is_written_with_its_variants(tiny_export: tuple[Path, Manif
         assert (out / entry.file).is_file()
         variants = {"ort_optimized", "fp16"}
         if name in BASE_GRAPHS:
-            variants |= {"base", "base_ort_optimized", "base_fp16"}
+            variants |= {
+                f"{family}{suffix}" for family in ("base", "lora") for suffix in ("", "_ort_optimized", "_fp16")
+            }
         assert set(entry.variants) == variants, name
         assert all(file in manifest.files for file in entry.variants.values()), name
         model = onnx.load(str(out / entry.file))
@@ -33,17 +35,27 @@ def test_every_graph_is_written_with_its_variants(tiny_export: tuple[Path, Manif
 
 
 @pytest.mark.parametrize("name", BASE_GRAPHS)
-def test_base_variants_take_the_contract_inputs_less_the_adapters(
-    tiny_export: tuple[Path, Manifest], name: str
+@pytest.mark.parametrize(
+    ("family", "dropped"),
+    [("base", ("lora_", "vpt", ADAPTER_SLOT)), ("lora", ("vpt",))],  # adapter-free; LoRA-only
+)
+def test_reduced_variants_take_the_contract_inputs_less_theirs(
+    tiny_export: tuple[Path, Manifest], name: str, family: str, dropped: tuple[str, ...]
 ) -> None:
     out, manifest = tiny_export
     entry = manifest.graphs[name]
-    adapter_inputs = {ADAPTER_SLOT} | {i["name"] for i in entry.inputs if i["name"].startswith(("lora_", "vpt"))}
-    want = [i["name"] for i in entry.inputs if i["name"] not in adapter_inputs]
-    for variant in ("base", "base_ort_optimized", "base_fp16"):
-        model = onnx.load(str(out / entry.variants[variant]))
-        assert [i.name for i in model.graph.input] == want, variant
-        assert [o.name for o in model.graph.output] == [o["name"] for o in entry.outputs], variant
+    want = [i["name"] for i in entry.inputs if not i["name"].startswith(dropped)]
+    for suffix in ("", "_ort_optimized", "_fp16"):
+        model = onnx.load(str(out / entry.variants[family + suffix]))
+        assert [i.name for i in model.graph.input] == want, family + suffix
+        assert [o.name for o in model.graph.output] == [o["name"] for o in entry.outputs], family + suffix
+
+
+def test_no_lora_variant_without_vpt_banks(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """With P = 0 the banked graph is already LoRA-only."""
+    options = ExportOptions(tiny_model_dir, tmp_path, vpt_tokens=0, graphs=(UNET_CFG,), optimize=False)
+    manifest = export_pipeline(options, progress=lambda _: None)
+    assert set(manifest.graphs[UNET_CFG].variants) == {"base"}
 
 
 def test_unet_cfg_takes_the_contract_inputs(tiny_export: tuple[Path, Manifest]) -> None:

@@ -170,7 +170,8 @@ def test_cli_writes_the_repository_of_an_existing_export(
         write_repository(tmp_path / "missing", tmp_path / "r2")
 
 
-def test_base_variants_are_not_served(tiny_export: tuple[Path, Manifest], tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["base", "lora_fp16"])
+def test_reduced_variants_are_not_served(tiny_export: tuple[Path, Manifest], tmp_path: Path, variant: str) -> None:
     out, _ = tiny_export
-    with pytest.raises(ExportError, match="adapter-free variant"):
-        write_repository(out, tmp_path / "base", TritonOptions(variant="base"))
+    with pytest.raises(ExportError, match="without some of the adapter inputs"):
+        write_repository(out, tmp_path / variant, TritonOptions(variant=variant))
