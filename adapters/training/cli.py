@@ -76,6 +76,11 @@ def train_parser() -> argparse.ArgumentParser:
         choices=list(LORA_TARGETS),
         help="lora: every banked module (default) or only the cross-attention's keys and values",
     )
+    parser.add_argument(
+        "--train-text-encoder",
+        action="store_true",
+        help="lora: also a LoRA on the text encoder, for words the backbone never read",
+    )
     parser.add_argument("--tokens", type=int, default=4, help=f"vpt: prompt tokens per block, 1 to {MAX_TOKENS}")
     parser.add_argument("--depth", choices=DEPTHS, default="deep", help="vpt: every transformer block or the first")
     parser.add_argument("--token", default="<star>", help="ti: the new token (replaces the concept word)")
@@ -150,6 +155,8 @@ def run_train(args: argparse.Namespace) -> dict:
         )
     if args.lora_targets is not None and args.kind != "lora":
         raise AdapterError(f"--lora-targets is a lora option; a {args.kind} adapter has no LoRA targets")
+    if args.train_text_encoder and args.kind != "lora":
+        raise AdapterError(f"--train-text-encoder is a lora option; a {args.kind} adapter does not train one")
     lora_targets = args.lora_targets or "all"  # None only tells "not given" apart, for the check above
     if args.eval_samples and not args.concept:
         raise AdapterError("--eval-samples needs --concept: evaluation scores a concept of the shapes world")
@@ -168,7 +175,7 @@ def run_train(args: argparse.Namespace) -> dict:
         adapter, stats = train_ti(pipe, data, settings, args.token, args.vectors, init_word)
         save_ti(adapter, args.out)
     elif args.kind == "lora":
-        stats = train_lora(pipe, data, settings, args.rank, args.preserve, lora_targets)
+        stats = train_lora(pipe, data, settings, args.rank, args.preserve, lora_targets, args.train_text_encoder)
         save_lora(pipe, args.out)
     else:
         adapter, stats = train_vpt(pipe, data, settings, spec, args.tokens, args.depth, args.preserve)
@@ -177,6 +184,7 @@ def run_train(args: argparse.Namespace) -> dict:
     validate(saved, spec, ExportLimits(MAX_RANK, MAX_TOKENS))
     report = {"kind": saved.kind, "out": str(args.out), "images": len(data), "settings": asdict(settings)}
     report |= {"preserve": args.preserve, "lora_targets": lora_targets if args.kind == "lora" else None}
+    report |= {"train_text_encoder": args.train_text_encoder}
     report |= {"model": str(args.model), "backbone_fingerprint": spec.fingerprint, **stats}
     if args.eval_samples:
         report["eval"] = evaluate_adapter(saved, args.concept, args.model, samples=args.eval_samples)

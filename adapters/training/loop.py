@@ -28,6 +28,9 @@ log = logging.getLogger("adapters.training")
 
 EncodeText = Callable[[list[str]], torch.Tensor]  # captions -> encoder_hidden_states [B, L, D]
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, ehs) -> prediction
+# (x_t, t, captions) -> the frozen backbone's prediction. It takes captions, not the adapter's hidden states:
+# an adapter on the text side changes those, and the baseline must not see it.
+Baseline = Callable[[torch.Tensor, torch.Tensor, list[str]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ def train(
     encode_text: EncodeText,
     denoise: Denoise,
     settings: Settings,
-    baseline: Denoise | None = None,
+    baseline: Baseline | None = None,
 ) -> dict[str, float]:
     """Optimize `params` on `data`; returns timing and loss figures for the log / report.
 
@@ -141,7 +144,8 @@ def train(
         replace = None
         if baseline is not None and data.regular is not None and (rows := torch.from_numpy(data.regular[idx])).any():
             with torch.no_grad():
-                replace = (rows, baseline(x_t[rows], t[rows], hidden[rows]))
+                captions = [texts[i] for i in np.flatnonzero(rows.numpy())]
+                replace = (rows, baseline(x_t[rows], t[rows], captions))
         loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, settings.min_snr_gamma, replace)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,12 +165,17 @@ def train(
     }
 
 
-def frozen_text(pipe: StableDiffusionPipeline) -> EncodeText:
-    """The backbone's own text path (tokenizer + frozen CLIP), memoized per caption: for LoRA and VPT."""
+def text_path(pipe: StableDiffusionPipeline) -> EncodeText:
+    """The pipeline's text path (tokenizer + CLIP) as it is now, with whatever adapter its encoder carries."""
 
     def encode(texts: list[str]) -> torch.Tensor:
         tokenizer = pipe.tokenizer
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
         return pipe.text_encoder(torch.tensor(ids["input_ids"])).last_hidden_state
 
-    return cached_text(encode)
+    return encode
+
+
+def frozen_text(pipe: StableDiffusionPipeline) -> EncodeText:
+    """The backbone's own text path, memoized per caption: for adapters that leave the text side alone."""
+    return cached_text(text_path(pipe))

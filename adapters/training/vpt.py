@@ -61,8 +61,9 @@ def train_vpt(
 
     try:
         # Outside `activate` the banked processors hand over to the plain ones: the backbone's own prediction.
-        baseline = (lambda x, t, hidden: pipe.unet(x, t, hidden).sample) if preserve else None
-        stats = train(pipe, data, params, frozen_text(pipe), denoise, settings, baseline)
+        text = frozen_text(pipe)
+        baseline = (lambda x, t, captions: pipe.unet(x, t, text(captions)).sample) if preserve else None
+        stats = train(pipe, data, params, text, denoise, settings, baseline)
     finally:
         banked.remove()
     adapter = VPTAdapter(depth, tuple(p.detach().clone() for p in params), spec.fingerprint)  # type: ignore[arg-type]

@@ -63,6 +63,15 @@ def test_cross_attention_lora_covers_only_the_text_keys_and_values(pipeline_dir:
     assert names and all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in names), names
 
 
+def test_text_encoder_lora_trains_both_sides(pipeline_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora.safetensors"
+    argv = ["train", "lora", "--concept", "striped", "--train-text-encoder", "--out", str(out)]
+    assert adapters_main([*argv, "--model", str(pipeline_dir), *FAST]) == 0
+    layers = load_adapter_file(out).layers
+    moved = {name.split(".")[0] for name, layer in layers.items() if float(layer.up.abs().max()) > 0}
+    assert moved == {"unet", "text_encoder"}
+
+
 def _image_folder(folder: Path, captions: dict[str, str | None]) -> Path:
     folder.mkdir()
     for stem, text in captions.items():
@@ -150,6 +159,7 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
         (["ti", "--token", "two words"], "without spaces"),
         (["ti", "--preserve"], "--preserve needs --concept and a lora or vpt"),
         (["vpt", "--lora-targets", "cross-attention"], "--lora-targets is a lora option"),
+        (["ti", "--train-text-encoder"], "--train-text-encoder is a lora option"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(

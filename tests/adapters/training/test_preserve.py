@@ -11,8 +11,8 @@ import torch
 
 from adapters.spec import build_spec
 from adapters.training.data import TrainingSet, concept_set
-from adapters.training.loop import Settings, load_frozen_pipeline
-from adapters.training.lora import train_lora
+from adapters.training.loop import Settings, load_frozen_pipeline, text_path
+from adapters.training.lora import adapters_off, train_lora
 from adapters.training.vpt import train_vpt
 from models.shapes.diffusion_loss import min_snr_loss
 
@@ -42,6 +42,22 @@ def test_a_lora_trained_only_to_preserve_stays_the_backbone(pipeline_dir: Path, 
         assert stats["loss_ema"] == 0.0 and moved == 0.0
     else:  # the same rows with their images' targets move it
         assert moved > 0.0
+
+
+def test_the_baseline_reads_captions_through_the_frozen_text_encoder(pipeline_dir: Path) -> None:
+    """With a text-side LoRA the adapter's hidden states move; the preservation target must not."""
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    captions = ["a red striped circle on a white background"]
+    with torch.no_grad():
+        before = text_path(pipe)(captions)
+    train_lora(pipe, concept_set("striped", 8, 0, 0.25), SETTINGS, rank=2, text_encoder=True)
+    with torch.no_grad():
+        adapted = text_path(pipe)(captions)
+        with adapters_off([pipe.unet, pipe.text_encoder]):
+            switched_off = text_path(pipe)(captions)
+    assert not torch.allclose(adapted, before)
+    assert torch.equal(switched_off, before)
 
 
 def test_a_vpt_trained_only_to_preserve_has_the_distance_to_the_backbone_as_loss(pipeline_dir: Path) -> None:
