@@ -43,10 +43,12 @@ class EngineSettings(BaseModel):
     vpt_tokens: int = 8  # P, likewise
     threads: int | None = None
     # Exported backends: run calls whose rows carry no adapter on the U-Net graphs without banks (1.5x
-    # faster on the shapes backbone, BENCHMARKS.md), and calls without VPT rows on the graphs with LoRA banks
-    # only, at the cost of two more sessions per U-Net graph (its weights again in memory, twice); off keeps
-    # one copy and runs every call banked.
+    # faster on the shapes backbone, BENCHMARKS.md) at the cost of a second session per U-Net graph (its
+    # weights again in memory); off runs those calls banked.
     base_graphs: bool = True
+    # Likewise calls whose rows carry no VPT tokens, on the U-Net graphs with LoRA banks only (1.19x for a
+    # batch of 8 LoRAs), at the cost of another session per U-Net graph. Both off keep one copy of the weights.
+    lora_graphs: bool = True
     # Packed adapter tensors the engine keeps between batches, bounded in bytes (LRU), on top of
     # `adapter_cache_bytes`. Rows: one padded copy per recent adapter set, about the adapter's size, so a
     # quarter of the adapter cache covers the sets of the running requests with room to spare. Banks: one

@@ -45,6 +45,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
         vpt_tokens=settings.engine.vpt_tokens,
         threads=settings.engine.threads,
         base_graphs=settings.engine.base_graphs,
+        lora_graphs=settings.engine.lora_graphs,
     )
     config = EngineConfig(
         max_rows=settings.engine.max_rows,

@@ -99,9 +99,12 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
         progress(f"no export at {settings.export_dir}: exporting the model first")
         export_pipeline(ExportOptions(model_dir=settings.model_dir, out_dir=settings.export_dir), progress=progress)
     runtime = OnnxRuntime(settings.export_dir, prefer_gpu=True, threads=settings.threads)
-    # The same export with every call on the full banked graphs (DIFFPLEX_ENGINE__BASE_GRAPHS=false): separates
-    # what mixing adapters in a batch costs from what carrying banks at all costs, and prices the LoRA-only graphs.
-    banked_only = OnnxRuntime(settings.export_dir, prefer_gpu=True, threads=settings.threads, base_graphs=False)
+    # The same export with every call on the full banked graphs (DIFFPLEX_ENGINE__BASE_GRAPHS and __LORA_GRAPHS
+    # false): separates what mixing adapters in a batch costs from what carrying banks at all costs, and prices
+    # the LoRA-only graphs.
+    banked_only = OnnxRuntime(
+        settings.export_dir, prefer_gpu=True, threads=settings.threads, base_graphs=False, lora_graphs=False
+    )
     pipe = StableDiffusionPipeline.from_pretrained(
         settings.model_dir, safety_checker=None, requires_safety_checker=False
     )

@@ -30,6 +30,7 @@ def load_runtime(
     threads: int | None = None,
     fp16: bool = False,
     base_graphs: bool = True,
+    lora_graphs: bool = True,
 ) -> Runtime:
     if backend == "pytorch":
         from service.runtime.torch_runtime import TorchRuntime
@@ -39,7 +40,7 @@ def load_runtime(
     if backend == "onnxruntime":
         from service.runtime.onnx_runtime import OnnxRuntime
 
-        return OnnxRuntime(export_dir, threads=threads, fp16=fp16, base_graphs=base_graphs)
+        return OnnxRuntime(export_dir, threads=threads, fp16=fp16, base_graphs=base_graphs, lora_graphs=lora_graphs)
     from service.runtime.tensorrt_runtime import TensorRTRuntime
 
     return TensorRTRuntime(export_dir, fp16=fp16)

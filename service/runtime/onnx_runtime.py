@@ -5,7 +5,7 @@ U-Net calls run the smallest graph that serves them: calls in which no row carri
 holds VPT tokens run its LoRA-only variants. The banked graph pays for its per-row bank gathers and VPT
 keys even where every bank is zero. Exports without those variants run the calls on the banked graphs.
 Each variant's session holds its own copy of the U-Net's weights (export/README.md says why they are not
-shared); `base_graphs=False` opens none of them.
+shared); `base_graphs=False` / `lora_graphs=False` leave them closed.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ class OnnxRuntime(Runtime):
         threads: int | None = None,
         fp16: bool = False,
         base_graphs: bool = True,
+        lora_graphs: bool = True,
     ) -> None:
-        """`base_graphs=False` opens no base or LoRA-only sessions (less memory; every call runs the banked graphs)."""
+        """`base_graphs=False` / `lora_graphs=False` open no base / LoRA-only sessions: less memory, and the
+        calls they would have served run on the banked graphs."""
         export_dir = Path(export_dir)
         manifest = load_manifest(export_dir, expected_fingerprint)
         providers = available_providers(prefer_gpu)
@@ -97,7 +99,7 @@ class OnnxRuntime(Runtime):
             self.graphs[graph] = runner(file)
             if base_graphs and BASE_VARIANT in reduced:
                 self.base_graphs[graph] = runner(reduced[BASE_VARIANT])
-            if base_graphs and LORA_VARIANT in reduced:
+            if lora_graphs and LORA_VARIANT in reduced:
                 self.lora_graphs[graph] = runner(reduced[LORA_VARIANT])
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:

@@ -167,6 +167,12 @@ def test_reduced_graphs_match_the_banked_graphs_precision(tiny_export: tuple[Pat
     assert session_files(tiny_export[1].graphs["vae_decoder"], fp16=False) == ("vae_decoder.onnx", {})
 
 
-def test_reduced_sessions_can_be_left_closed(tiny_export: tuple[Path, Manifest]) -> None:
-    closed = OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1, base_graphs=False)
-    assert closed.base_graphs == {} and closed.lora_graphs == {}
+@pytest.mark.parametrize(("base", "lora"), [(False, True), (True, False), (False, False)])
+def test_reduced_sessions_can_be_left_closed(tiny_export: tuple[Path, Manifest], base: bool, lora: bool) -> None:
+    runtime = OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1, base_graphs=base, lora_graphs=lora)
+    assert bool(runtime.base_graphs) == base and bool(runtime.lora_graphs) == lora
+    spec = runtime.info.spec
+    call(runtime, UNET_CFG, adapter_free=False, row_sets=[((random_lora(spec, 1), 0.8),), None])
+    call(runtime, UNET_CFG, adapter_free=True)
+    banked_calls = runtime.graphs[UNET_CFG].calls  # what a closed variant would have served
+    assert banked_calls == (not lora) + (not base and not lora)
