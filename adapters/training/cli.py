@@ -93,6 +93,13 @@ def train_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="lora, vpt: train the ordinary images' rows towards the frozen backbone's prediction (prior preservation)",
     )
+    parser.add_argument(
+        "--uncond-fraction",
+        type=float,
+        default=0.0,
+        help="lora, vpt with --preserve: share of rows with an empty caption, trained towards the backbone's "
+        "unconditional prediction (keeps guidance's uncond branch as the backbone drew it)",
+    )
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     parser.add_argument("--eval-samples", type=int, default=0, help="after training, evaluate with N samples (0: off)")
     return parser
@@ -145,9 +152,12 @@ def run_train(args: argparse.Namespace) -> dict:
         lr=args.lr if args.lr is not None else defaults.lr,
         batch=args.batch if args.batch is not None else defaults.batch,
         seed=args.seed,
+        uncond_fraction=args.uncond_fraction,
     )
     settings.check()
     _check_sizes(args)
+    if args.uncond_fraction and not args.preserve:
+        raise AdapterError("--uncond-fraction needs --preserve: its rows are trained towards the frozen backbone")
     if args.preserve and (args.kind == "ti" or not args.concept):
         raise AdapterError(
             "--preserve needs --concept and a lora or vpt: it keeps the concept set's ordinary images as the "

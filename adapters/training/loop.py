@@ -43,6 +43,10 @@ class Settings:
     weight_decay: float = 0.0  # adapters start near "no change"; decay would pull TI / VPT vectors to zero
     max_grad_norm: float = 1.0
     log_every: int = 25
+    # Share of rows whose caption is replaced by "" and trained towards the frozen backbone's unconditional
+    # prediction (needs a baseline). An adapter applies to the uncond rows of guidance too; left untrained there
+    # it drifts, and guidance amplifies the drift against the concept (adapters/README.md, striped LoRA).
+    uncond_fraction: float = 0.0
 
     @property
     def warmup(self) -> int:
@@ -53,6 +57,8 @@ class Settings:
             raise AdapterError(f"--steps and --batch must be at least 1 (got {self.steps}, {self.batch})")
         if not self.lr > 0:
             raise AdapterError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.uncond_fraction < 1.0:
+            raise AdapterError(f"--uncond-fraction must be in [0, 1), got {self.uncond_fraction}")
 
 
 def load_frozen_pipeline(model_dir: Path) -> StableDiffusionPipeline:
@@ -122,6 +128,8 @@ def train(
     images it was shown.
     """
     settings.check()
+    if settings.uncond_fraction and baseline is None:
+        raise AdapterError("--uncond-fraction needs --preserve: its rows are trained towards the frozen backbone")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     started = time.time()
@@ -139,12 +147,18 @@ def train(
         x0 = latents[torch.from_numpy(idx)]
         noise = torch.randn_like(x0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
+        distilled = data.regular[idx] if data.regular is not None else np.zeros(len(idx), dtype=bool)
+        if settings.uncond_fraction:  # drawn only then: runs without it keep their random stream
+            unconditional = rng.random(len(idx)) < settings.uncond_fraction
+            texts = ["" if drop else text for text, drop in zip(texts, unconditional, strict=True)]
+            distilled = distilled | unconditional
         x_t, hidden = noise_scheduler.add_noise(x0, noise, t), encode_text(texts)
         pred = denoise(x_t, t, hidden)
         replace = None
-        if baseline is not None and data.regular is not None and (rows := torch.from_numpy(data.regular[idx])).any():
+        if baseline is not None and distilled.any():
+            rows = torch.from_numpy(distilled)
             with torch.no_grad():
-                captions = [texts[i] for i in np.flatnonzero(rows.numpy())]
+                captions = [texts[i] for i in np.flatnonzero(distilled)]
                 replace = (rows, baseline(x_t[rows], t[rows], captions))
         loss = min_snr_loss(noise_scheduler, pred, x0, noise, t, settings.min_snr_gamma, replace)
         optimizer.zero_grad(set_to_none=True)

@@ -160,6 +160,8 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
         (["ti", "--preserve"], "--preserve needs --concept and a lora or vpt"),
         (["vpt", "--lora-targets", "cross-attention"], "--lora-targets is a lora option"),
         (["ti", "--train-text-encoder"], "--train-text-encoder is a lora option"),
+        (["lora", "--uncond-fraction", "1.5", "--preserve"], "--uncond-fraction must be in [0, 1)"),
+        (["lora", "--uncond-fraction", "0.2"], "--uncond-fraction needs --preserve"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from adapters.errors import AdapterError
 from adapters.spec import build_spec
 from adapters.training.data import TrainingSet, concept_set
-from adapters.training.loop import Settings, load_frozen_pipeline, text_path
+from adapters.training.loop import Settings, frozen_text, load_frozen_pipeline, text_path, train
 from adapters.training.lora import adapters_off, train_lora
 from adapters.training.vpt import train_vpt
 from models.shapes.diffusion_loss import min_snr_loss
@@ -82,3 +83,37 @@ def test_replaced_rows_use_the_given_targets() -> None:
     mixed = min_snr_loss(scheduler, pred, x0, noise, t, 5.0, (rows, pred[rows]))
     only_row_1 = min_snr_loss(scheduler, pred[1:2], x0[1:2], noise[1:2], t[1:2], 5.0) / 3
     assert torch.allclose(mixed, only_row_1)
+
+
+def test_unconditional_rows_are_trained_towards_the_backbone_on_empty_captions(pipeline_dir: Path) -> None:
+    """`uncond_fraction`: some rows lose their caption and join the distilled rows, whatever their image."""
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    text = frozen_text(pipe)
+    seen: list[list[str]] = []
+
+    def baseline(x: torch.Tensor, t: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        seen.append(captions)
+        return pipe.unet(x, t, text(captions)).sample
+
+    param = torch.zeros(1, requires_grad=True)  # a stand-in adapter: an offset on the prediction
+
+    def denoise(x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return pipe.unet(x, t, hidden).sample + param
+
+    concept_only = concept_set("striped", 8, 0, 0.0)  # no ordinary images: only empty captions are distilled
+    settings = replace(SETTINGS, steps=6, uncond_fraction=0.5)
+    train(pipe, concept_only, [param], text, denoise, settings, baseline)
+    captions = [c for call in seen for c in call]
+    assert captions and set(captions) == {""}
+    assert 6 <= len(captions) <= 42  # about half of 6 x 4 rows
+
+    seen.clear()
+    train(pipe, concept_only, [param], text, denoise, replace(settings, uncond_fraction=0.0), baseline)
+    assert seen == []
+
+
+def test_unconditional_rows_need_a_baseline(pipeline_dir: Path) -> None:
+    pipe = load_frozen_pipeline(pipeline_dir)
+    with pytest.raises(AdapterError, match="--uncond-fraction needs --preserve"):
+        train_lora(pipe, ordinary_only(), replace(SETTINGS, uncond_fraction=0.2), rank=2)
