@@ -97,7 +97,8 @@ class ReferencePipeline:
             chunk = prompts[start : start + batch]
             cond = self.encode(chunk, table, packed, slot)
             uncond = self.encode([""] * len(chunk), {}, packed, slot)
-            rows = torch.full((2 * len(chunk),), slot)  # the pipeline runs uncond + cond rows together
+            # With guidance the pipeline runs uncond + cond rows together; at guidance <= 1 only the cond rows.
+            rows = torch.full(((2 if guidance > 1 else 1) * len(chunk),), slot)
             with self.unet.activate(packed.unet, rows):
                 images = self.pipe(
                     prompt_embeds=cond,
