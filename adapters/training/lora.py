@@ -61,9 +61,10 @@ def train_lora(
     for model, modules in zip(adapted, (LORA_TARGETS[targets], DEFAULT_TEXT_ENCODER_TARGETS), strict=False):
         model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(modules), init_lora_weights=True))
     params = [p for model in adapted for p in model.parameters() if p.requires_grad]
-    # A text-side LoRA changes the captions' hidden states at every step, so they cannot be memoized.
+    # A text-side LoRA changes the captions' hidden states at every step, so they cannot be memoized; without
+    # one the frozen text path serves the adapter and the baseline from one cache.
     encode = text_path(pipe) if text_encoder else frozen_text(pipe)
-    backbone_text = cached_text(text_path(pipe))  # called only inside `adapters_off`: the frozen text path
+    backbone_text = cached_text(text_path(pipe)) if text_encoder else encode  # the baseline calls it adapters-off
 
     def denoise(x: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         return pipe.unet(x, t, hidden).sample

@@ -15,8 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from export.manifest import MANIFEST
 from models.shapes.train_backbone import PIPELINE_DIR
+from service.bench.export_dir import ensure_export
 from service.bench.report import update_section
 
 # suite -> (module with add_arguments(parser), run(args, progress) -> dict, markdown(results, command) -> str;
@@ -76,11 +76,8 @@ def _suite(name: str, args: argparse.Namespace, command: str) -> dict:
 
         torch.set_num_threads(args.threads)
     _progress(f"== {name}")
-    if getattr(args, "backend", None) == "onnxruntime" and not (args.export / MANIFEST).exists():
-        from export.exporter import ExportOptions, export_pipeline
-
-        _progress(f"no export at {args.export}: exporting the model first")
-        export_pipeline(ExportOptions(model_dir=args.model, out_dir=args.export), progress=_progress)
+    if getattr(args, "backend", None) == "onnxruntime":
+        ensure_export(args.model, args.export, _progress)
     results = module.run(args, _progress)
     update_section(args.report, name, module.markdown(results, command))
     return results

@@ -24,9 +24,8 @@ from diffusers import StableDiffusionPipeline
 
 from adapters.formats import load_adapter_file
 from adapters.training.lora import save_lora
-from export.exporter import ExportOptions, export_pipeline
-from export.manifest import MANIFEST
 from models.shapes.dataset import make_batch
+from service.bench.export_dir import ensure_export
 from service.bench.guidance_bench import GUIDANCE, guidance_options
 from service.bench.lora_macs import lora_macs, sd15_lora_macs
 from service.bench.report import machine, table
@@ -95,9 +94,7 @@ def _random_lora_files(model_dir: Path, out: Path, count: int, rank: int = 4) ->
 def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict:
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if not (settings.export_dir / MANIFEST).exists():
-        progress(f"no export at {settings.export_dir}: exporting the model first")
-        export_pipeline(ExportOptions(model_dir=settings.model_dir, out_dir=settings.export_dir), progress=progress)
+    ensure_export(settings.model_dir, settings.export_dir, progress)
     runtime = OnnxRuntime(settings.export_dir, prefer_gpu=True, threads=settings.threads)
     # The same export with every call on the full banked graphs (DIFFPLEX_ENGINE__BASE_GRAPHS and __LORA_GRAPHS
     # false): separates what mixing adapters in a batch costs from what carrying banks at all costs, and prices

@@ -15,11 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from export.exporter import ExportOptions, export_pipeline
-from export.manifest import MANIFEST
 from models.shapes.dataset import make_batch
 from models.shapes.judge import ShapesJudge
 from models.shapes.metrics import frechet_distance, prompt_hits
+from service.bench.export_dir import ensure_export
 from service.bench.report import machine, table
 from service.engine import Engine, EngineConfig, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime
@@ -73,9 +72,7 @@ def guidance_options(runtime: OnnxRuntime, samples: int, steps: int = 25) -> dic
 def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict:
     if args.samples < 2 or args.steps < 2:
         raise SystemExit("diffplex bench guidance: --samples and --steps must be at least 2")
-    if not (args.export / MANIFEST).exists():
-        progress(f"no export at {args.export}: exporting the model first")
-        export_pipeline(ExportOptions(model_dir=args.model, out_dir=args.export), progress=progress)
+    ensure_export(args.model, args.export, progress)
     runtime = OnnxRuntime(args.export, prefer_gpu=True, threads=args.threads)
     progress(f"guidance options: {args.samples} prompts each, {args.steps} steps")
     return {

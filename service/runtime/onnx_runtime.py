@@ -35,10 +35,9 @@ def session_files(entry: GraphEntry, fp16: bool) -> tuple[str, dict[str, str]]:
     return entry.variants[variant] if variant else entry.file, {f: file for f, file in reduced.items() if file}
 
 
-def carries_vpt(adapter_slot: torch.Tensor, banks: Banks) -> bool:
+def carries_vpt(adapter_slot: torch.Tensor, banks: Banks, mask_names: list[str]) -> bool:
     """Whether any row's slot holds a VPT token in any block (the masks are a few bytes per slot)."""
-    masks = [bank for name, bank in banks.items() if name.startswith(VPT_MASK)]
-    return any(bool(mask[adapter_slot].any()) for mask in masks)
+    return any(bool(banks[name][adapter_slot].any()) for name in mask_names)
 
 
 class GraphRunner:
@@ -90,6 +89,7 @@ class OnnxRuntime(Runtime):
         self.graphs: dict[str, GraphRunner] = {}
         self.base_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its adapter-free variant, where exported
         self.lora_graphs: dict[str, GraphRunner] = {}  # U-Net graph -> its LoRA-only variant, where exported
+        self.vpt_masks: dict[str, list[str]] = {}  # graph -> its `vpt_mask.{j}` inputs, read once
 
         def runner(file: str) -> GraphRunner:
             return GraphRunner(open_session(export_dir / file, providers=providers, threads=threads), cuda)
@@ -97,6 +97,7 @@ class OnnxRuntime(Runtime):
         for graph, entry in manifest.graphs.items():
             file, reduced = session_files(entry, fp16)
             self.graphs[graph] = runner(file)
+            self.vpt_masks[graph] = [name for name in self.graphs[graph].inputs if name.startswith(VPT_MASK)]
             if base_graphs and BASE_VARIANT in reduced:
                 self.base_graphs[graph] = runner(reduced[BASE_VARIANT])
             if lora_graphs and LORA_VARIANT in reduced:
@@ -125,7 +126,8 @@ class OnnxRuntime(Runtime):
         if adapter_free and (base := self.base_graphs.get(graph)) is not None:
             return base(tensors)
         feed = {**tensors, "adapter_slot": adapter_slot, **banks}
-        if (lora := self.lora_graphs.get(graph)) is not None and not carries_vpt(adapter_slot, banks):
+        lora = self.lora_graphs.get(graph)
+        if lora is not None and not carries_vpt(adapter_slot, banks, self.vpt_masks[graph]):
             return lora(feed)  # the runner takes the inputs its graph has: the LoRA banks, not the VPT ones
         return self.graphs[graph](feed)
 

@@ -1,12 +1,16 @@
-"""A tiny random SD-shaped pipeline directory with dimensions unlike the shipped model's (built in seconds)."""
+"""A tiny random SD-shaped pipeline directory with dimensions unlike the shipped model's (built in seconds), and
+exports as older versions wrote them."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 
+from export.manifest import load_manifest
 from tests.adapters.builders import tiny_text_encoder, tiny_tokenizer, tiny_unet
 
 
@@ -40,3 +44,17 @@ def tiny_pipeline_dir(out: Path) -> Path:
     )
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
     return out / "pipeline"
+
+
+def without_variants(export: Path, target: Path, drop: Callable[[str], bool]) -> Path:
+    """A copy of `export` whose manifest and directory lack the variants `drop` picks, as an export made
+    before they existed."""
+    shutil.copytree(export, target)
+    manifest = load_manifest(target)
+    for entry in manifest.graphs.values():
+        for variant in [v for v in entry.variants if drop(v)]:
+            file = entry.variants.pop(variant)
+            del manifest.files[file]
+            (target / file).unlink()
+    manifest.save(target)
+    return target

@@ -4,8 +4,6 @@ output; exports without those variants work."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +12,11 @@ import torch
 
 from adapters.packing import pack_banks
 from export.graphs import UNET_CFG, UNET_PLAIN
-from export.manifest import Manifest, is_base_variant, is_lora_variant, load_manifest
+from export.manifest import Manifest, is_base_variant, is_lora_variant
 from export.parity import BATCH_TOLERANCE, relative_error
 from service.engine import Engine, EngineConfig, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime, session_files
+from tests.export.builders import without_variants
 from tests.service.engine.helpers import generate, max_pixel_diff, random_lora, random_vpt
 
 PROMPT = "a red circle on a blue background"
@@ -27,20 +26,6 @@ TEXT_DIM = 32  # the tiny pipeline's (tests/export/builders.py)
 @pytest.fixture(scope="module")
 def runtime(tiny_export: tuple[Path, Manifest]) -> OnnxRuntime:
     return OnnxRuntime(tiny_export[0], prefer_gpu=False, threads=1)
-
-
-def without_variants(export: Path, target: Path, drop: Callable[[str], bool]) -> Path:
-    """A copy of `export` whose manifest and directory lack the variants `drop` picks, as an export made
-    before they existed."""
-    shutil.copytree(export, target)
-    manifest = load_manifest(target)
-    for entry in manifest.graphs.values():
-        for variant in [v for v in entry.variants if drop(v)]:
-            file = entry.variants.pop(variant)
-            del manifest.files[file]
-            (target / file).unlink()
-    manifest.save(target)
-    return target
 
 
 def call(runtime: OnnxRuntime, graph: str, adapter_free: bool, row_sets: list | None = None) -> torch.Tensor:
