@@ -88,12 +88,12 @@ class BankedLoRA(nn.Module):
 class VPTAttnProcessor:
     """attn1 processor adding a slot's prompt tokens as extra keys / values (see `adapters.vpt`).
 
-    It holds its block's norm1: attn1 only sees norm1(hidden), and prompt tokens need the same norm.
+    The prompt tokens are already in attn1's input space (after the block's norm1, `adapters.vpt`).
     Without banks, or when no row's slot has prompt tokens, it hands over to the original processor.
     """
 
-    def __init__(self, base: Any, norm: nn.Module, index: int, state: BankState) -> None:
-        self.base, self.norm, self.index, self.state = base, norm, index, state
+    def __init__(self, base: Any, index: int, state: BankState) -> None:
+        self.base, self.index, self.state = base, index, state
 
     def __call__(
         self,
@@ -129,7 +129,7 @@ class VPTAttnProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         prompt = prompt_bank[self.state.rows(batch)].to(hidden_states.dtype)  # [N, P, d]
-        prompt_key, prompt_value = prompt_keys_values(attn, self.norm, prompt)
+        prompt_key, prompt_value = prompt_keys_values(attn, prompt)
         query = attn.to_q(hidden_states)
         key = torch.cat([attn.to_k(hidden_states), prompt_key], dim=1)
         value = torch.cat([attn.to_v(hidden_states), prompt_value], dim=1)

@@ -61,11 +61,16 @@ def install_banked(model: nn.Module, spec: BackboneSpec, component: str) -> Bank
         banked._undo.append(lambda parent=parent, attr=attr, base=base: setattr(parent, attr, base))
     if component == "unet":
         for j, block_spec in enumerate(spec.vpt_blocks):
-            block = _locate(model, component, block_spec.name)[2]
+            block = locate_module(model, component, block_spec.name)
             original = block.attn1.processor
-            block.attn1.set_processor(VPTAttnProcessor(original, block.norm1, j, state))
+            block.attn1.set_processor(VPTAttnProcessor(original, j, state))
             banked._undo.append(lambda attn=block.attn1, original=original: attn.set_processor(original))
     return banked
+
+
+def locate_module(model: nn.Module, component: str, canonical: str) -> nn.Module:
+    """The module a canonical name (`adapters.spec`) names in `model`."""
+    return _locate(model, component, canonical)[2]
 
 
 def _locate(model: nn.Module, component: str, canonical: str) -> tuple[nn.Module, str, nn.Module]:

@@ -158,8 +158,9 @@ def _vpt_blocks(unet: nn.Module) -> tuple[VPTBlock, ...]:
     from diffusers.models.attention import BasicTransformerBlock
 
     blocks = [(n, m) for n, m in unet.named_modules() if isinstance(m, BasicTransformerBlock)]
-    # Prompt tokens become extra keys/values of attn1 after the block's plain LayerNorm; blocks whose norm1
-    # needs a timestep (ada_norm*), add positional embeddings or skip self-attention cannot take them.
+    # Prompt tokens become extra keys/values of attn1, in its input space after the block's plain LayerNorm
+    # (`adapters.vpt`); blocks whose norm1 needs a timestep (ada_norm*, so that space moves with t), add
+    # positional embeddings or skip self-attention cannot take them.
     if not blocks or any(
         m.norm_type != "layer_norm" or m.pos_embed is not None or m.only_cross_attention for _, m in blocks
     ):

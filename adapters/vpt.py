@@ -1,10 +1,17 @@
 """VPT math: a request's prompt tokens per U-Net transformer block, and their extra keys / values.
 
-VPT-deep prepends learned tokens P_j to block j's token sequence (shallow: block 0 only). Only
-self-attention mixes tokens, and the outputs at prompt positions are dropped, so prepending equals
-giving attn1 extra keys and values. The block applies norm1 before attn1, to prompt tokens as well:
-attn1's processor only ever sees norm1(hidden), so the prompt tokens' norm1 is applied where the
-extra keys are made (`prompt_keys_values`, called by the banked attn1 processor with its block's norm1).
+VPT-deep prepends learned tokens to block j's token sequence (shallow: block 0 only). Only self-attention
+mixes tokens, and the outputs at prompt positions are dropped, so prepending equals giving attn1 extra keys
+and values. The tokens P_j live where attn1 reads its input, after the block's norm1: the extra keys and
+values are `to_k(P_j)`, `to_v(P_j)` (format version 2).
+
+Why after norm1 (version 1 put them before it, `to_k(norm1(P_j))`): a LayerNorm output has a fixed length,
+so version 1's few prompt keys could never outweigh 256 image positions in the softmax, and a VPT could not
+repaint a background (night: 8.6% concept accuracy, the loss flat at 0.69 -> 0.68). Tokens in attn1's input
+space keep the prepend's meaning (a version-1 token X is the version-2 token norm1(X), which
+`convert_pre_norm_tokens` computes) and lift that bound: 30.5% with the same data and steps, loss
+0.69 -> 0.50 (adapters/README.md, "Training"). Tokens in attn1's input space are prefix-tuning's learned
+keys and values, parameterized through the frozen projections.
 """
 
 from __future__ import annotations
@@ -45,7 +52,12 @@ def vpt_rows(
     return rows
 
 
-def prompt_keys_values(attn: nn.Module, norm: nn.Module, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Extra keys / values of attn1 for prompt tokens [..., P, d]: to_k(norm1(P)), to_v(norm1(P))."""
-    normed = norm(prompt)
-    return attn.to_k(normed), attn.to_v(normed)
+def prompt_keys_values(attn: nn.Module, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extra keys / values of attn1 for prompt tokens [..., P, d] in attn1's input space: to_k(P), to_v(P)."""
+    return attn.to_k(prompt), attn.to_v(prompt)
+
+
+@torch.no_grad()
+def convert_pre_norm_tokens(tokens: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """A version-1 block's tokens X (before the block's norm1) as version-2 tokens: norm1(X), the same keys."""
+    return norm(tokens.to(torch.float32)).detach().clone()

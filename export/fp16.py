@@ -26,9 +26,9 @@ def drop_repeated_nodes(graph: onnx.GraphProto) -> int:
     """Remove nodes that repeat an earlier node exactly (same name, op, inputs, outputs, attributes).
 
     The converter adds one `<weight>_cast_to_fp32` Cast per fp32-kept consumer of an fp16 initializer, all
-    under the same name. A VPT block's norm1 runs twice (on the hidden states and on the prompt tokens), so
-    its weight gets two identical Casts, and ONNX Runtime refuses a graph with two nodes of one name. The
-    first copy already produces the tensor, so the repeats are dropped. Returns how many were.
+    under the same name. A weight that two fp32-kept nodes read (a VPT block's norm1, while the graphs also
+    normed the prompt tokens) gets two identical Casts, and ONNX Runtime refuses a graph with two nodes of one
+    name. The first copy already produces the tensor, so the repeats are dropped. Returns how many were.
     """
     seen: set[bytes] = set()
     kept = []

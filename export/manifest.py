@@ -17,7 +17,9 @@ from adapters.spec import BackboneSpec
 from export.errors import ExportError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the VPT banks hold tokens in attn1's input space, after the block's norm1 (`adapters.vpt`); a version-1
+# graph applies norm1 to them again, so a runtime refuses it and asks for a new export.
+FORMAT_VERSION = 2
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"
 # The U-Nets' reduced variants, each the graph contract less some adapter inputs. Their keys in
 # `GraphEntry.variants` start with the family's name ("base", "base_ort_optimized", "base_fp16"):

@@ -2,6 +2,10 @@
 
 Tensors `vpt.{j}` [P, d_j], one per U-Net transformer block j (shallow: `vpt.0` only, deep: every block),
 and string metadata: kind=vpt, format_version, depth (shallow|deep), tokens (P), backbone_fingerprint.
+
+Version 2 tokens live in attn1's input space, after the block's norm1; version 1 tokens lived before it
+(`adapters.vpt`). A version-1 file is refused with the command that converts it
+(`diffplex adapters convert-vpt`), which needs the backbone's norm1 weights and so cannot run at upload.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from safetensors.torch import save as save_safetensors_bytes
 from adapters.errors import AdapterError, listing
 from adapters.types import VPTAdapter
 
-VPT_FORMAT_VERSION = "1"
+VPT_FORMAT_VERSION = "2"
+PRE_NORM_FORMAT_VERSION = "1"  # tokens before the block's norm1: read only to convert them
 VPT_KEY = re.compile(r"vpt\.(\d+)")
 
 
@@ -40,10 +45,19 @@ def write_vpt(adapter: VPTAdapter, path: str | Path) -> None:
     Path(path).write_bytes(vpt_to_bytes(adapter))
 
 
-def read_vpt(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> VPTAdapter:
-    if metadata.get("kind") != "vpt" or metadata.get("format_version") != VPT_FORMAT_VERSION:
+def read_vpt(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], version: str = VPT_FORMAT_VERSION
+) -> VPTAdapter:
+    """Parse a VPT file of format `version` (the current one unless converting an older file)."""
+    if metadata.get("kind") == "vpt" and metadata.get("format_version") == PRE_NORM_FORMAT_VERSION != version:
         raise AdapterError(
-            f"VPT file metadata must say kind=vpt and format_version={VPT_FORMAT_VERSION}, got "
+            "this VPT file is format_version 1 (prompt tokens before each block's norm1), which diffplex no "
+            "longer serves; convert it once with: diffplex adapters convert-vpt --file IN --out OUT "
+            "[--model BACKBONE_DIR]"
+        )
+    if metadata.get("kind") != "vpt" or metadata.get("format_version") != version:
+        raise AdapterError(
+            f"VPT file metadata must say kind=vpt and format_version={version}, got "
             f"kind={metadata.get('kind')!r} format_version={metadata.get('format_version')!r}"
         )
     depth = metadata.get("depth")

@@ -13,12 +13,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.errors import AdapterError
-from adapters.install import install_banked
+from adapters.install import install_banked, locate_module
 from adapters.packing import vpt_mask_name, vpt_name
 from adapters.spec import BackboneSpec
 from adapters.training.data import TrainingSet
 from adapters.training.loop import Settings, frozen_text, train
 from adapters.types import VPTAdapter
+from adapters.vpt import convert_pre_norm_tokens
 
 MAX_TOKENS = 8  # the export's default P (`diffplex export --vpt-tokens`)
 DEPTHS = ("shallow", "deep")
@@ -41,10 +42,15 @@ def train_vpt(
         raise AdapterError(f"--depth must be shallow or deep, got {depth!r}")
     dims = spec.vpt_dims[:1] if depth == "shallow" else spec.vpt_dims
     generator = torch.Generator().manual_seed(settings.seed)
-    # Prompt tokens go through the block's LayerNorm before to_k / to_v, so only their direction matters;
-    # unit-variance noise keeps them away from LayerNorm's ill-conditioned origin. A few extra keys barely
-    # move the backbone (measured: +0.1% on the loss, like sampled image tokens or zeros), so no special init.
-    params = [torch.randn(tokens, d, generator=generator).requires_grad_(True) for d in dims]
+    # Tokens live in attn1's input space (after norm1, `adapters.vpt`); they start as the block's norm1 of
+    # unit-variance noise, i.e. where a token prepended before norm1 would start, at the scale of the image
+    # tokens attn1 sees. A few such keys barely move the backbone (measured: +0.1% on the loss, like sampled
+    # image tokens or zeros), so no special init; training may then grow them past LayerNorm's fixed length.
+    norms = [locate_module(pipe.unet, "unet", block.name).norm1 for block in spec.vpt_blocks[: len(dims)]]
+    params = [
+        convert_pre_norm_tokens(torch.randn(tokens, d, generator=generator), norm).requires_grad_(True)
+        for d, norm in zip(dims, norms, strict=True)
+    ]
     banked = install_banked(pipe.unet, dataclasses.replace(spec, lora_targets=()), "unet")
 
     def banks() -> dict[str, torch.Tensor]:

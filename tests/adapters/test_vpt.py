@@ -9,7 +9,7 @@ from diffusers import UNet2DConditionModel
 from adapters.banked import BankState, VPTAttnProcessor
 from adapters.errors import AdapterError
 from adapters.spec import BackboneSpec
-from adapters.vpt import vpt_rows
+from adapters.vpt import convert_pre_norm_tokens, vpt_rows
 from tests.adapters.builders import random_lora, random_vpt
 
 
@@ -34,11 +34,12 @@ def test_rows_without_vpt_and_errors(spec: BackboneSpec) -> None:
 
 
 def test_extra_keys_equal_prepended_tokens(unet: UNet2DConditionModel) -> None:
-    """Run a real block on [P; x] and drop the prompt positions == run it on x with the VPT processor."""
+    """Run a real block on [X; x] and drop the prompt positions == run it on x with the VPT processor and the
+    tokens norm1(X): a token in attn1's input space is the prepended token after the block's norm1."""
     block = unet.down_blocks[0].attentions[0].transformer_blocks[0]
     g = torch.Generator().manual_seed(0)
     x, context = torch.randn(3, 16, 32, generator=g), torch.randn(3, 77, 32, generator=g)
-    bank = torch.randn(3, 4, 32, generator=g)  # slots 0..2
+    bank = torch.randn(3, 4, 32, generator=g)  # slots 0..2, as tokens prepended before norm1
     mask = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)  # slot 2: 2 tokens
     slot = torch.tensor([2, 1, 0])
     with torch.no_grad():
@@ -51,7 +52,7 @@ def test_extra_keys_equal_prepended_tokens(unet: UNet2DConditionModel) -> None:
         ]
         want = torch.cat([w[:, -16:] for w in want])
         state = BankState()
-        block.attn1.set_processor(VPTAttnProcessor(block.attn1.processor, block.norm1, 0, state))
-        state.banks, state.slot = {"vpt.0": bank, "vpt_mask.0": mask}, slot
+        block.attn1.set_processor(VPTAttnProcessor(block.attn1.processor, 0, state))
+        state.banks, state.slot = {"vpt.0": convert_pre_norm_tokens(bank, block.norm1), "vpt_mask.0": mask}, slot
         got = block(x, encoder_hidden_states=context)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

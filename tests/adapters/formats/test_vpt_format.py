@@ -30,7 +30,7 @@ def test_metadata_is_written(spec: BackboneSpec) -> None:
     header = read_header(vpt_to_bytes(random_vpt(spec, "deep", 2, 0)), ReadCaps())
     assert header.metadata == {
         "kind": "vpt",
-        "format_version": "1",
+        "format_version": "2",
         "depth": "deep",
         "tokens": "2",
         "backbone_fingerprint": spec.fingerprint,
@@ -39,13 +39,14 @@ def test_metadata_is_written(spec: BackboneSpec) -> None:
 
 
 def meta(**changes: str) -> dict[str, str]:
-    return {"kind": "vpt", "format_version": "1", "depth": "deep", "tokens": "2", "backbone_fingerprint": "f"} | changes
+    return {"kind": "vpt", "format_version": "2", "depth": "deep", "tokens": "2", "backbone_fingerprint": "f"} | changes
 
 
 @pytest.mark.parametrize(
     ("tensors", "metadata", "message"),
     [
-        ({"vpt.0": torch.ones(2, 8)}, meta(format_version="7"), "format_version=1"),
+        ({"vpt.0": torch.ones(2, 8)}, meta(format_version="7"), "format_version=2"),
+        ({"vpt.0": torch.ones(2, 8)}, meta(format_version="1"), "diffplex adapters convert-vpt"),
         ({"vpt.0": torch.ones(2, 8)}, meta(depth="medium"), "shallow' or 'deep"),
         ({"vpt.0": torch.ones(2, 8)}, meta(backbone_fingerprint=""), "backbone_fingerprint"),
         ({"vpt.0": torch.ones(2, 8), "vpt.2": torch.ones(2, 8)}, meta(), "without gaps"),
