@@ -51,7 +51,8 @@ DEFAULTS: dict[str, KindDefaults] = {
     # TI 0.25 s/step, LoRA 0.32, VPT 0.23; these step counts take 6-6.5 minutes there, less on two free cores.
     "ti": KindDefaults(steps=1500, lr=2e-3, batch=16, regular_fraction=0.0),
     "lora": KindDefaults(steps=1200, lr=1e-3, batch=16, regular_fraction=0.25),
-    "vpt": KindDefaults(steps=1600, lr=1e-2, batch=16, regular_fraction=0.25),
+    # A VPT's concept is asked for by loading it (adapters.training.data), so every image shows it.
+    "vpt": KindDefaults(steps=1600, lr=1e-2, batch=16, regular_fraction=0.0),
 }
 
 
@@ -99,6 +100,13 @@ def train_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="lora, vpt with --preserve: share of rows with an empty caption, trained towards the backbone's "
         "unconditional prediction (keeps guidance's uncond branch as the backbone drew it)",
+    )
+    parser.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=0.0,
+        help="share of rows trained with an empty caption towards their own image (for a VPT, which also runs in "
+        "guidance's uncond rows)",
     )
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     parser.add_argument("--eval-samples", type=int, default=0, help="after training, evaluate with N samples (0: off)")
@@ -153,6 +161,7 @@ def run_train(args: argparse.Namespace) -> dict:
         batch=args.batch if args.batch is not None else defaults.batch,
         seed=args.seed,
         uncond_fraction=args.uncond_fraction,
+        caption_dropout=args.caption_dropout,
     )
     settings.check()
     _check_sizes(args)

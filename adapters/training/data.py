@@ -1,8 +1,12 @@
 """Training images with captions: rendered for a held-out concept of the shapes world, or read from a folder.
 
-A concept set pins one held-out attribute value (`star`, `striped`, `night`) in every scene and makes sure
-every caption names it, so the adapter always sees the concept word with the concept; a share of ordinary
-images (training vocabulary) is mixed in so the adapter learns to leave prompts without the concept alone.
+A concept set pins one held-out attribute value (`star`, `striped`, `night`) in every scene. How a prompt asks
+for the concept depends on the adapter kind (`Concept.trigger`): a LoRA's or a TI's concept is a word, so
+every caption names it and a share of ordinary images (training vocabulary) is mixed in so the adapter learns
+to leave prompts without the word alone; a VPT has no word (its prompt tokens sit in the U-Net's
+self-attention, which never reads the caption), so loading it is the request: its captions leave the
+concept's attribute unsaid, every image shows the concept, and "other prompts" are those that do not name
+that attribute.
 """
 
 from __future__ import annotations
@@ -29,12 +33,21 @@ class Concept:
     kind: str  # lora | ti | vpt
     attribute: str  # Scene field pinned to `name`
     init_word: str  # TI: the trained-vocabulary word the new token's vectors start from
+    # "word": the caption names the concept (LoRA: "striped"; TI: its token). "adapter": the adapter itself
+    # asks for it and captions leave `attribute` unsaid, as a VPT acts on every row it is loaded for.
+    trigger: str = "word"
+
+    @property
+    def named_in_captions(self) -> bool:
+        return self.trigger == "word"
 
 
 CONCEPTS: dict[str, Concept] = {
     "star": Concept("star", "ti", "shape", "diamond"),
     "striped": Concept("striped", "lora", "fill", "solid"),
-    "night": Concept("night", "vpt", "background", "black"),
+    # A VPT trained on captions that say "night" (an untrained word here) learned to gate on it through the
+    # image features and reached 34% with 8 tokens (adapters/README.md); VPT is a request-level condition.
+    "night": Concept("night", "vpt", "background", "black", trigger="adapter"),
 }
 
 
@@ -59,9 +72,10 @@ def concept(name: str) -> Concept:
 def concept_prompts(
     name: str, count: int, seed: int, token: str | None = None
 ) -> tuple[np.ndarray, list[list[str]], list[dict[str, str]]]:
-    """`count` scenes with the concept pinned: images, caption variants naming it, and the attributes named.
+    """`count` scenes with the concept pinned: images, caption variants, and the attributes named.
 
-    With `token` (textual inversion) the concept word in every caption is replaced by the token.
+    Captions name the concept when its trigger is a word, and leave its attribute unsaid when the adapter is
+    the trigger. With `token` (textual inversion) the concept word in every caption is replaced by the token.
     """
     spec = concept(name)
     rng = np.random.default_rng(seed)
@@ -70,18 +84,35 @@ def concept_prompts(
     batch = make_batch(count, seed, include_held_out=True, scenes=scenes)
     captions, named = [], []
     for scene in scenes:
-        variants = [_caption_naming(scene, spec.attribute, rng) for _ in range(CAPTION_VARIANTS)]
+        variants = [_caption(scene, spec.attribute, spec.named_in_captions, rng) for _ in range(CAPTION_VARIANTS)]
         captions.append([_with_token(text, name, token) for text, _ in variants])
         named.append(variants[0][1])
     return batch.images, captions, named
 
 
-def _caption_naming(scene: Scene, attribute: str, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
-    """A template caption of `scene` that names `attribute` (captions leave optional attributes out at random)."""
+def _caption(scene: Scene, attribute: str, naming: bool, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """A template caption of `scene` that names `attribute` or, with `naming` False, leaves it out (captions
+    leave optional attributes out at random, so a draw that does either comes soon)."""
     while True:
         text, named = caption(scene, rng)
-        if attribute in named:
+        if (attribute in named) == naming:
             return text, named
+
+
+def regular_prompts(name: str, count: int, seed: int) -> tuple[list[str], list[dict[str, str]]]:
+    """Prompts of the training vocabulary that do not ask for concept `name`, and the attributes they name.
+
+    A word concept is absent from every ordinary caption. For an adapter-triggered concept the prompts also
+    leave its attribute unsaid: the adapter owns it (a night VPT on "... on a white background" is a
+    contradiction, not a prompt it should leave alone).
+    """
+    spec = concept(name)
+    batch = make_batch(count, seed)
+    if spec.named_in_captions:
+        return batch.captions, batch.named
+    rng = np.random.default_rng(seed + 1)
+    pairs = [_caption(scene, spec.attribute, False, rng) for scene in batch.scenes]
+    return [text for text, _ in pairs], [named for _, named in pairs]
 
 
 def _with_token(text: str, word: str, token: str | None) -> str:
@@ -94,6 +125,11 @@ def concept_set(name: str, count: int, seed: int, regular_fraction: float, token
         raise AdapterError(f"a training set needs at least one image, not {count}")
     if not 0.0 <= regular_fraction < 1.0:
         raise AdapterError(f"the share of regular images must be in [0, 1), not {regular_fraction}")
+    if regular_fraction and not concept(name).named_in_captions:
+        raise AdapterError(
+            f"{name} is asked for by loading the adapter, not by a word, so every training image shows it; "
+            "ordinary images would teach it the opposite: use --regular-fraction 0"
+        )
     regular = min(int(round(count * regular_fraction)), count - 1)  # at least one concept image
     images, captions, _ = concept_prompts(name, count - regular, seed, token)
     ordinary = make_batch(regular, seed + 1)

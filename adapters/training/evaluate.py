@@ -6,9 +6,11 @@ U-Net and text encoder carry banked modules (`install_banked`) fed by `pack_bank
 runs exactly as a server would run it; diffusers' `StableDiffusionPipeline.__call__` does the sampling
 (DDIM, classifier-free guidance over uncond + cond rows, all in the adapter's slot).
 
-(a) concept accuracy: among prompts naming the concept, the share where the judge sees it (target 0.8);
+(a) concept accuracy: among prompts asking for the concept, the share where the judge sees it (target 0.8);
 (b) prompt accuracy on training-vocabulary prompts with the adapter loaded minus without (target +-0.02),
 on the same prompts and seeds, so the difference is the adapter's doing.
+A prompt asks for a LoRA's or TI's concept by naming it; a VPT's concept is asked for by loading the VPT,
+so its prompts, concept and regular, leave the concept's attribute unsaid (`adapters.training.data`).
 The report also gives the codec ceiling: the judge's concept accuracy on the concept's rendered images after a
 round trip through the backbone's VAE. Adapters are trained towards those latents, so it bounds (a) for every kind.
 """
@@ -31,13 +33,12 @@ from adapters.packing import PackedBanks, pack_banks
 from adapters.spec import BackboneSpec, build_spec
 from adapters.text_encoder import encode_inputs_embeds
 from adapters.textual_inversion import build_inputs_embeds_batch, ti_table
-from adapters.training.data import concept, concept_prompts
+from adapters.training.data import concept, concept_prompts, regular_prompts
 from adapters.training.loop import vae_round_trip
 from adapters.training.lora import MAX_RANK
 from adapters.training.vpt import MAX_TOKENS
 from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
 from adapters.validate import ExportLimits, validate
-from models.shapes.dataset import make_batch
 from models.shapes.evaluate import load_pipeline
 from models.shapes.judge import ShapesJudge
 from models.shapes.metrics import attribute_accuracy, prompt_accuracy
@@ -153,11 +154,11 @@ def evaluate_adapter(
     concept_texts = [variants[0] for variants in concept_captions]
     labels = judge(reference.generate(adapter, concept_texts, seeds, steps, guidance, batch)).labels
     hits = [label[target.attribute] == target.name for label in labels]
-    regular = make_batch(samples, seed=seed + 1)  # training vocabulary only: the concept never appears
-    with_adapter = judge(reference.generate(adapter, regular.captions, seeds, steps, guidance, batch)).labels
-    without = judge(reference.generate(None, regular.captions, seeds, steps, guidance, batch)).labels
-    accuracy_with = prompt_accuracy(regular.named, with_adapter)
-    accuracy_without = prompt_accuracy(regular.named, without)
+    regular, regular_named = regular_prompts(concept_name, samples, seed=seed + 1)  # never ask for the concept
+    with_adapter = judge(reference.generate(adapter, regular, seeds, steps, guidance, batch)).labels
+    without = judge(reference.generate(None, regular, seeds, steps, guidance, batch)).labels
+    accuracy_with = prompt_accuracy(regular_named, with_adapter)
+    accuracy_without = prompt_accuracy(regular_named, without)
     concept_accuracy = float(np.mean(hits))
     delta = accuracy_with - accuracy_without
     return {
@@ -176,8 +177,8 @@ def evaluate_adapter(
         "regular_prompt_accuracy_without_adapter": accuracy_without,
         "regular_prompt_accuracy_delta": delta,
         # Which attributes an adapter disturbs on prompts that do not use it (where the delta comes from).
-        "regular_attribute_accuracy_with_adapter": attribute_accuracy(regular.named, with_adapter),
-        "regular_attribute_accuracy_without_adapter": attribute_accuracy(regular.named, without),
+        "regular_attribute_accuracy_with_adapter": attribute_accuracy(regular_named, with_adapter),
+        "regular_attribute_accuracy_without_adapter": attribute_accuracy(regular_named, without),
         "targets": {"concept_accuracy": CONCEPT_TARGET, "regular_delta": REGULAR_TOLERANCE},
         "passed": {
             "concept_accuracy": concept_accuracy >= CONCEPT_TARGET,

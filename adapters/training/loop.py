@@ -2,7 +2,8 @@
 
 Min-SNR-5 weighting, AdamW and a warm-up + cosine learning rate, as the backbone recipe
 (`models.shapes.train_backbone`) uses, so an adapter is trained the way the backbone it extends was.
-There is no caption dropout: an adapter is meant to act with its prompt, not to learn unconditional images.
+There is no caption dropout by default: a word-triggered adapter is meant to act with its prompt, not to learn
+unconditional images; `Settings.caption_dropout` turns it on for adapters that are their own trigger.
 Each kind hands in its trainable tensors, how captions become `encoder_hidden_states`, and the U-Net call.
 """
 
@@ -47,6 +48,10 @@ class Settings:
     # prediction (needs a baseline). An adapter applies to the uncond rows of guidance too; left untrained there
     # it drifts, and guidance amplifies the drift against the concept (adapters/README.md, striped LoRA).
     uncond_fraction: float = 0.0
+    # Share of rows whose caption is replaced by "" and trained towards their own image: the usual caption
+    # dropout of text-to-image fine-tuning. For an adapter that is its own trigger (a VPT), guidance's uncond
+    # rows carry the adapter too, and this teaches them the concept instead of leaving them untrained.
+    caption_dropout: float = 0.0
 
     @property
     def warmup(self) -> int:
@@ -59,6 +64,13 @@ class Settings:
             raise AdapterError(f"--lr must be positive, got {self.lr}")
         if not 0.0 <= self.uncond_fraction < 1.0:
             raise AdapterError(f"--uncond-fraction must be in [0, 1), got {self.uncond_fraction}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise AdapterError(f"--caption-dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.caption_dropout and self.uncond_fraction:
+            raise AdapterError(
+                "--caption-dropout and --uncond-fraction both empty captions, towards the image and towards the "
+                "backbone: choose one"
+            )
 
 
 def load_frozen_pipeline(model_dir: Path) -> StableDiffusionPipeline:
@@ -152,6 +164,9 @@ def train(
             unconditional = rng.random(len(idx)) < settings.uncond_fraction
             texts = ["" if drop else text for text, drop in zip(texts, unconditional, strict=True)]
             distilled = distilled | unconditional
+        if settings.caption_dropout:  # likewise drawn only then
+            dropped = rng.random(len(idx)) < settings.caption_dropout
+            texts = ["" if drop else text for text, drop in zip(texts, dropped, strict=True)]
         x_t, hidden = noise_scheduler.add_noise(x0, noise, t), encode_text(texts)
         pred = denoise(x_t, t, hidden)
         replace = None

@@ -54,6 +54,14 @@ def test_report_for_a_textual_inversion(pipeline_dir: Path) -> None:
     assert set(without) <= set(ATTRIBUTE_NAMES)
 
 
+def test_report_for_a_vpt_asks_for_night_by_loading_it(pipeline_dir: Path, reference: ReferencePipeline) -> None:
+    """A VPT has no word: its concept and regular prompts leave the background unsaid."""
+    torch.set_num_threads(1)
+    report = evaluate_adapter(random_vpt(reference.spec, "deep", 2, seed=0), "night", pipeline_dir, 2, 1, batch=2)
+    assert not any("background" in p or "night" in p for p in report["example_prompts"])
+    assert "background" not in report["regular_attribute_accuracy_with_adapter"]
+
+
 def test_a_vpt_of_another_backbone_is_refused(pipeline_dir: Path, reference: ReferencePipeline) -> None:
     other = replace(random_vpt(reference.spec, "deep", 2, seed=0), backbone_fingerprint="0" * 64)
     with pytest.raises(AdapterError, match="prompt tokens do not transfer"):

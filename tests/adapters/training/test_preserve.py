@@ -22,14 +22,14 @@ SETTINGS = Settings(steps=3, lr=1e-2, batch=4, seed=0)
 
 def ordinary_only(count: int = 8) -> TrainingSet:
     """A concept set whose rows are all marked ordinary: with preservation the loss is the distance to the backbone."""
-    data = concept_set("night", count, seed=0, regular_fraction=0.5)
+    data = concept_set("striped", count, seed=0, regular_fraction=0.5)
     return replace(data, regular=np.ones(len(data), dtype=bool))
 
 
 def test_the_concept_set_marks_its_ordinary_images() -> None:
-    data = concept_set("night", 8, seed=0, regular_fraction=0.25)
+    data = concept_set("striped", 8, seed=0, regular_fraction=0.25)
     assert data.regular.tolist() == [False] * 6 + [True] * 2
-    assert not any("night" in c for captions in data.captions[6:] for c in captions)
+    assert not any("striped" in c for captions in data.captions[6:] for c in captions)
 
 
 @pytest.mark.parametrize("preserve", [True, False])
@@ -117,3 +117,33 @@ def test_unconditional_rows_need_a_baseline(pipeline_dir: Path) -> None:
     pipe = load_frozen_pipeline(pipeline_dir)
     with pytest.raises(AdapterError, match="--uncond-fraction needs --preserve"):
         train_lora(pipe, ordinary_only(), replace(SETTINGS, uncond_fraction=0.2), rank=2)
+
+
+def test_caption_dropout_trains_empty_captions_towards_their_images(pipeline_dir: Path) -> None:
+    """`caption_dropout`: some rows lose their caption and keep their image's target; nothing is distilled."""
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    text = frozen_text(pipe)
+    encoded: list[str] = []
+
+    def spy(captions: list[str]) -> torch.Tensor:
+        encoded.extend(captions)
+        return text(captions)
+
+    def baseline(x: torch.Tensor, t: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        raise AssertionError("caption dropout distils nothing")
+
+    param = torch.zeros(1, requires_grad=True)
+    settings = replace(SETTINGS, steps=6, caption_dropout=0.5)
+    train(
+        pipe,
+        concept_set("night", 8, 0, 0.0),
+        [param],
+        spy,
+        lambda x, t, h: pipe.unet(x, t, h).sample + param,
+        settings,
+        baseline,
+    )
+    assert 6 <= encoded.count("") <= 18 and len(encoded) == 24  # about half of 6 x 4 rows
+    with pytest.raises(AdapterError, match="choose one"):
+        replace(settings, uncond_fraction=0.2).check()
