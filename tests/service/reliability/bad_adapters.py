@@ -189,6 +189,12 @@ def vpt_other_backbone(spec: BackboneSpec, sentinel: Path) -> bytes:
     return data.replace(spec.fingerprint.encode(), b"0" * len(spec.fingerprint))
 
 
+def vpt_format_1(spec: BackboneSpec, sentinel: Path) -> bytes:
+    """A VPT of the format served before 2026-12-06 (tokens before norm1): refused with the command to convert it."""
+    data = vpt_file(spec)
+    return data.replace(b'"format_version":"2"', b'"format_version":"1"')
+
+
 def rank_zero_lora(spec: BackboneSpec, sentinel: Path) -> bytes:
     target = spec.targets("unet")[0]
     return safetensors_bytes(
@@ -288,6 +294,7 @@ BAD_FILES = [
     BadFile("lora-wrong-dims", wrong_lora_dims, ("another backbone",)),
     BadFile("embedding-wrong-dims", wrong_embedding_dims, ("another model",)),
     BadFile("vpt-other-backbone", vpt_other_backbone, ("trained on backbone", "retrain")),
+    BadFile("vpt-format-1", vpt_format_1, ("format_version 1", "diffplex adapters convert-vpt")),
     BadFile("lora-rank-zero", rank_zero_lora, ("rank 0",)),
     BadFile("lora-rank-zero-config", rank_zero_lora_with_config, ("rank 0",)),
     BadFile("lora-rank-over-export", rank_over_export, ("rank 64",)),
