@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -35,7 +36,7 @@ class Concept:
     init_word: str  # TI: the trained-vocabulary word the new token's vectors start from
     # "word": the caption names the concept (LoRA: "striped"; TI: its token). "adapter": the adapter itself
     # asks for it and captions leave `attribute` unsaid, as a VPT acts on every row it is loaded for.
-    trigger: str = "word"
+    trigger: Literal["word", "adapter"] = "word"
 
     @property
     def named_in_captions(self) -> bool:
@@ -46,7 +47,7 @@ CONCEPTS: dict[str, Concept] = {
     "star": Concept("star", "ti", "shape", "diamond"),
     "striped": Concept("striped", "lora", "fill", "solid"),
     # A VPT trained on captions that say "night" (an untrained word here) learned to gate on it through the
-    # image features and reached 34% with 8 tokens (adapters/README.md); VPT is a request-level condition.
+    # image features and reached 33.6% with 8 tokens (adapters/README.md); VPT is a request-level condition.
     "night": Concept("night", "vpt", "background", "black", trigger="adapter"),
 }
 

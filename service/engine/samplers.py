@@ -54,5 +54,6 @@ def step_kwargs(scheduler: SchedulerMixin, generator: torch.Generator, eta: floa
 
 @cache
 def _step_parameters(cls: type[SchedulerMixin]) -> frozenset[str]:
-    """`step`'s parameter names, once per scheduler class: `inspect.signature` cost ~0.1 ms a call (profile)."""
+    """`step`'s parameter names, once per scheduler class: `inspect.signature` on every row's every step took
+    about 2.4 ms of a 20-step request (BENCHMARKS.md, "Where the time goes")."""
     return frozenset(inspect.signature(cls.step).parameters)
