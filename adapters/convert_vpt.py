@@ -16,9 +16,10 @@ from adapters.errors import AdapterError
 from adapters.formats.caps import ReadCaps
 from adapters.formats.safetensors_io import read_safetensors
 from adapters.formats.vpt import PRE_NORM_FORMAT_VERSION, read_vpt, write_vpt
-from adapters.install import locate_module
+from adapters.install import vpt_block_norms
 from adapters.spec import build_spec
 from adapters.types import VPTAdapter
+from adapters.validate import ExportLimits, validate_vpt
 from adapters.vpt import convert_pre_norm_tokens
 
 EXIT_BAD_INPUT = 2
@@ -37,9 +38,9 @@ def convert_vpt_bytes(data: bytes, model_dir: Path, caps: ReadCaps = ReadCaps())
             f"the VPT was trained on backbone {old.backbone_fingerprint[:12]}, not on --model {model_dir} "
             f"({spec.fingerprint[:12]}): convert it with the backbone it was trained on"
         )
-    if len(old.tokens) > len(spec.vpt_blocks):
-        raise AdapterError(f"the VPT holds {len(old.tokens)} blocks; this backbone has {len(spec.vpt_blocks)}")
-    norms = [locate_module(pipe.unet, "unet", block.name).norm1 for block in spec.vpt_blocks[: len(old.tokens)]]
+    # Blocks, dims and finite values as an upload checks them; the token cap is the upload's business, not ours.
+    validate_vpt(old, spec, ExportLimits(max_lora_rank=1, max_vpt_tokens=max(1, old.num_tokens)))
+    norms = vpt_block_norms(pipe.unet, spec, len(old.tokens))
     tokens = tuple(convert_pre_norm_tokens(t, norm) for t, norm in zip(old.tokens, norms, strict=True))
     return VPTAdapter(old.depth, tokens, old.backbone_fingerprint)
 

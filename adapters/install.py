@@ -73,6 +73,11 @@ def locate_module(model: nn.Module, component: str, canonical: str) -> nn.Module
     return _locate(model, component, canonical)[2]
 
 
+def vpt_block_norms(unet: nn.Module, spec: BackboneSpec, count: int) -> list[nn.Module]:
+    """norm1 of the U-Net's first `count` VPT blocks: what maps a token before norm1 to one in attn1's input."""
+    return [locate_module(unet, "unet", block.name).norm1 for block in spec.vpt_blocks[:count]]
+
+
 def _locate(model: nn.Module, component: str, canonical: str) -> tuple[nn.Module, str, nn.Module]:
     """canonical name -> (parent module, attribute, module); tries transformers' `text_model.` wrapper too."""
     path = canonical.removeprefix(f"{component}.")

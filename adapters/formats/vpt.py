@@ -49,7 +49,8 @@ def read_vpt(
     tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], version: str = VPT_FORMAT_VERSION
 ) -> VPTAdapter:
     """Parse a VPT file of format `version` (the current one unless converting an older file)."""
-    if metadata.get("kind") == "vpt" and metadata.get("format_version") == PRE_NORM_FORMAT_VERSION != version:
+    old = metadata.get("kind") == "vpt" and metadata.get("format_version") == PRE_NORM_FORMAT_VERSION
+    if old and version != PRE_NORM_FORMAT_VERSION:
         raise AdapterError(
             "this VPT file is format_version 1 (prompt tokens before each block's norm1), which diffplex no "
             "longer serves; convert it once with: diffplex adapters convert-vpt --file IN --out OUT "

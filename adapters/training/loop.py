@@ -160,13 +160,13 @@ def train(
         noise = torch.randn_like(x0)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),))
         distilled = data.regular[idx] if data.regular is not None else np.zeros(len(idx), dtype=bool)
-        if settings.uncond_fraction:  # drawn only then: runs without it keep their random stream
-            unconditional = rng.random(len(idx)) < settings.uncond_fraction
-            texts = ["" if drop else text for text, drop in zip(texts, unconditional, strict=True)]
-            distilled = distilled | unconditional
-        if settings.caption_dropout:  # likewise drawn only then
-            dropped = rng.random(len(idx)) < settings.caption_dropout
-            texts = ["" if drop else text for text, drop in zip(texts, dropped, strict=True)]
+        # Empty-caption rows (the two settings exclude each other): distilled to the backbone with uncond_fraction,
+        # towards their own image with caption_dropout. Drawn only then: runs without them keep their random stream.
+        if empty_share := settings.uncond_fraction or settings.caption_dropout:
+            empty = rng.random(len(idx)) < empty_share
+            texts = ["" if drop else text for text, drop in zip(texts, empty, strict=True)]
+            if settings.uncond_fraction:
+                distilled = distilled | empty
         x_t, hidden = noise_scheduler.add_noise(x0, noise, t), encode_text(texts)
         pred = denoise(x_t, t, hidden)
         replace = None

@@ -13,7 +13,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.errors import AdapterError
-from adapters.install import install_banked, locate_module
+from adapters.install import install_banked, vpt_block_norms
 from adapters.packing import vpt_mask_name, vpt_name
 from adapters.spec import BackboneSpec
 from adapters.training.data import TrainingSet
@@ -46,7 +46,7 @@ def train_vpt(
     # unit-variance noise, i.e. where a token prepended before norm1 would start, at the scale of the image
     # tokens attn1 sees. A few such keys barely move the backbone (measured: +0.1% on the loss, like sampled
     # image tokens or zeros), so no special init; training may then grow them past LayerNorm's fixed length.
-    norms = [locate_module(pipe.unet, "unet", block.name).norm1 for block in spec.vpt_blocks[: len(dims)]]
+    norms = vpt_block_norms(pipe.unet, spec, len(dims))
     params = [
         convert_pre_norm_tokens(torch.randn(tokens, d, generator=generator), norm).requires_grad_(True)
         for d, norm in zip(dims, norms, strict=True)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from adapters.cli import main as adapters_main
 from adapters.formats import load_adapter_file
-from adapters.install import locate_module
+from adapters.install import vpt_block_norms
 from adapters.spec import build_spec
 from adapters.training.loop import load_frozen_pipeline
 from adapters.types import VPTAdapter
@@ -37,8 +37,7 @@ def test_converts_tokens_to_their_norm1(pipeline_dir: Path, tmp_path: Path) -> N
     assert adapters_main([*argv, "--model", str(pipeline_dir)]) == 0
     new = load_adapter_file(tmp_path / "new.safetensors")
     assert isinstance(new, VPTAdapter) and (new.depth, new.num_tokens) == ("deep", 3)
-    for j, block in enumerate(spec.vpt_blocks):
-        norm = locate_module(pipe.unet, "unet", block.name).norm1
+    for j, norm in enumerate(vpt_block_norms(pipe.unet, spec, len(spec.vpt_blocks))):
         with torch.no_grad():
             torch.testing.assert_close(new.tokens[j], norm(old[j]))
 
@@ -51,6 +50,10 @@ def test_refuses_what_it_cannot_convert(pipeline_dir: Path, tmp_path: Path, caps
     model = ["--model", str(pipeline_dir)]
     assert adapters_main(["convert-vpt", "--file", str(tmp_path / "other.safetensors"), "--out", out, *model]) == 2
     assert "convert it with the backbone it was trained on" in capsys.readouterr().err
+    wrong_dims = [torch.ones(2, d + 1) for d in spec.vpt_dims]  # the norm1 would fail on these, not the converter
+    write_format_1(tmp_path / "dims.safetensors", wrong_dims, spec.fingerprint)
+    assert adapters_main(["convert-vpt", "--file", str(tmp_path / "dims.safetensors"), "--out", out, *model]) == 2
+    assert "block 0 needs [2, " in capsys.readouterr().err
     assert adapters_main(["convert-vpt", "--file", str(tmp_path / "missing.safetensors"), "--out", out]) == 2
     assert "no such file" in capsys.readouterr().err
     current = tmp_path / "current.safetensors"
