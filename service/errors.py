@@ -11,7 +11,7 @@ from typing import Any
 
 from adapters import AdapterError
 from service.adapter_cache import AdapterGone
-from service.engine import Cancelled, EngineError, QueueFull
+from service.engine import Cancelled, EngineError, QueueFull, TenantBusy
 from service.generation import InvalidRequest
 from service.images import ImageInputError
 from service.names import InvalidName
@@ -59,6 +59,15 @@ def as_api_error(error: Exception) -> ApiError | None:
                 code="queue_full",
                 headers={"Retry-After": str(RETRY_AFTER_QUEUE_S)},
             )
+        case TenantBusy():
+            seconds = max(1, round(error.retry_after_s))
+            return ApiError(
+                429,
+                f"{error}: retry in {seconds}s",
+                type="rate_limit_error",
+                code="tenant_busy",
+                headers={"Retry-After": str(seconds)},
+            )
         case Cancelled():
             return ApiError(409, str(error), code="cancelled")
         case QuotaExceeded():
@@ -78,6 +87,7 @@ DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     ApiError,
     InvalidRequest,
     QueueFull,
+    TenantBusy,
     Cancelled,
     QuotaExceeded,
     Conflict,

@@ -26,13 +26,47 @@ class Limits(BaseModel):
     max_n: int = 8  # images per request
     max_steps: int = 100
     max_prompt_chars: int = 1000
-    max_body_bytes: int = 8 * MiB  # JSON bodies (image edits and adapter uploads have their own cap)
+    # JSON bodies: a generation or job body is a few kilobytes; a large one only costs the event loop time
+    # (image edits and adapter uploads have their own cap, `max_upload_bytes`).
+    max_body_bytes: int = 64 * 1024
     max_upload_bytes: int = 64 * MiB  # adapter files and edit images
+    max_field_chars: int = 256  # free-text fields stored with a job that mean nothing here (`user`, ...)
     rate_per_minute: int = 600  # generation requests per tenant per minute (0: unlimited)
+    upload_rate_per_minute: int = 30  # adapter uploads per tenant per minute (0: unlimited)
+    max_concurrent_uploads: int = 2  # adapter uploads and edits of one tenant being received at once
     job_ttl_s: int = 24 * 3600  # how long job records and generated files are kept
     max_adapters_per_tenant: int = 100
     max_adapter_bytes_per_tenant: int = 1024 * MiB
     max_adapters_per_request: int = 8
+    # Stored per tenant for `job_ttl_s`: job records (each holds its request, up to a few kB) and generated
+    # files (`response_format: url`); over these a new job or url image is refused (403 quota_exceeded).
+    max_jobs_per_tenant: int = 2000
+    max_files_per_tenant: int = 2000
+    max_file_bytes_per_tenant: int = 256 * MiB
+
+
+class FairnessSettings(BaseModel):
+    """How tenants share the engine (weighted fair queuing): each tenant has its own queue, and admission
+    serves the tenant with the least weighted work admitted so far, so a tenant's share of the U-Net follows
+    its weight however much it sends."""
+
+    weights: dict[str, float] = Field(default_factory=dict)  # tenant name -> weight; absent: 1
+    # Images x steps one tenant may have queued and running at once, scaled by its weight; a request over it
+    # is refused with 429 + Retry-After while other tenants are still admitted. 3,200 = 4 requests of
+    # n=8 x 100 steps: a tenant never waits behind more than the caps of the tenants ahead of it.
+    max_tenant_work: int = Field(3200, ge=1)
+
+
+class HttpSettings(BaseModel):
+    """The HTTP server's own bounds (uvicorn and the request middleware): what a slow or abusive client may
+    hold before it is cut off."""
+
+    max_connections: int = Field(256, ge=1)  # concurrent connections and requests; beyond: 503
+    body_timeout_s: float = Field(30.0, gt=0)  # the whole body must arrive within this (1 byte/s clients)
+    body_idle_timeout_s: float = Field(10.0, gt=0)  # and no pause between its chunks longer than this
+    # Image URLs (`response_format: url`) are built from this, never from the request's Host header, which
+    # a client chooses. None: http://{host}:{port} of these settings.
+    public_base_url: str | None = None
 
 
 class EngineSettings(BaseModel):
@@ -118,6 +152,15 @@ class Settings(BaseSettings):
     warmup: bool = True  # one tiny generation before /readyz says ready
     log_level: str = "INFO"
     limits: Limits = Field(default_factory=Limits)
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    def public_base_url(self) -> str:
+        """The origin clients reach this service at, for URLs the service hands out."""
+        if self.http.public_base_url:
+            return self.http.public_base_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

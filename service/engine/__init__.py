@@ -1,7 +1,7 @@
 """Continuous batching sampler with fused CFG, cached unconditional embeddings and per-row adapters."""
 
 from service.engine.engine import Engine, EngineConfig, GenerationResult, Job
-from service.engine.errors import Cancelled, EngineError, QueueFull
+from service.engine.errors import Cancelled, EngineError, QueueFull, TenantBusy
 from service.engine.request import GenerationRequest
 from service.engine.samplers import SAMPLERS
 
@@ -15,4 +15,5 @@ __all__ = [
     "GenerationResult",
     "Job",
     "QueueFull",
+    "TenantBusy",
 ]

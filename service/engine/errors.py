@@ -11,3 +11,12 @@ class QueueFull(RuntimeError):
 
 class Cancelled(RuntimeError):
     """The request was cancelled before it finished."""
+
+
+class TenantBusy(RuntimeError):
+    """The tenant already has its share of work queued and running: retry after `retry_after_s` (HTTP 429).
+    Other tenants are still admitted."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

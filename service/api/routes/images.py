@@ -69,7 +69,7 @@ async def _run(request: Request, state: State, caller: Caller, runner: Runner, p
         plan.response_format,
         caller.name,
         state.store,
-        str(request.base_url),
+        state.settings.public_base_url(),
         state.settings.limits.job_ttl_s,
         caller.epoch,
     )
@@ -87,9 +87,8 @@ async def _run_queued(
     """Role "api" (no model here): the request becomes a job for the workers (validated here first), answered
     once its record is final."""
     jobs, tenant = model.jobs, caller.name
-    record = await jobs.create(
-        tenant, caller.epoch, params, str(request.base_url), request.state.request_id, image, strength
-    )
+    base_url = request.app.state.settings.public_base_url()
+    record = await jobs.create(tenant, caller.epoch, params, base_url, request.state.request_id, image, strength)
 
     async def cancel() -> None:
         await jobs.cancel(tenant, record.id)

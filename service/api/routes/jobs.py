@@ -55,7 +55,8 @@ def view(record: JobRecord) -> dict[str, Any]:
 )
 async def create_job(params: ImageParams, request: Request, caller: Caller, model: Model) -> JSONResponse:
     """Validated and queued before the 202: poll `GET /v1/jobs/{id}` or follow `/events`."""
-    record = await model.jobs.create(caller.name, caller.epoch, params, str(request.base_url), request.state.request_id)
+    base_url = request.app.state.settings.public_base_url()
+    record = await model.jobs.create(caller.name, caller.epoch, params, base_url, request.state.request_id)
     return JSONResponse(view(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
 
 
