@@ -6,7 +6,12 @@ one prompt: the text between the tenant's tokens is tokenized by the shared toke
 the shared embedding table, each token contributes its n vectors in place, and the sequence is cut
 and padded the way CLIP's tokenizer does (BOS, at most L-2 positions, EOS, padding). The result is the
 text encoder's `inputs_embeds` (token embeddings, before position embeddings are added).
-Placeholders match the prompt literally and case-sensitively, anywhere (as diffusers' added tokens do).
+
+Placeholders match the prompt literally and case-sensitively, as whole tokens: a placeholder that begins
+(ends) with a letter, digit or `_` does not match where the prompt has one of those just before (after) it,
+so `sks` is not spliced into `asks`. One bracketed by punctuation (`<my-style>`) matches anywhere, as
+diffusers' added tokens do. A placeholder must not be a token the tokenizer already has (`check_tokens`,
+at upload: diffusers' `load_textual_inversion` refuses those too), or it would replace that word.
 """
 
 from __future__ import annotations
@@ -33,12 +38,45 @@ def ti_table(adapters: Iterable[TextualInversion]) -> dict[str, torch.Tensor]:
     return table
 
 
+MAX_TOKEN_CHARS = 100
+WORD_CHAR = re.compile(r"\w")
+
+
+def token_pattern(tokens: Iterable[str]) -> re.Pattern[str]:
+    """A regex finding any of `tokens` where it stands as a whole token, longest first where two overlap."""
+    alternatives = []
+    for token in sorted({t for t in tokens if t}, key=lambda t: (-len(t), t)):
+        before = r"(?<!\w)" if WORD_CHAR.match(token[0]) else ""
+        after = r"(?!\w)" if WORD_CHAR.match(token[-1]) else ""
+        alternatives.append(before + re.escape(token) + after)
+    return re.compile("|".join(alternatives))
+
+
+def check_tokens(tokens: Iterable[str], tokenizer: Any) -> None:
+    """Raise AdapterError unless every placeholder is usable in a prompt: one word of printable characters, and
+    not something the tokenizer already reads as one of its own tokens (`a`, `cat`, `<|endoftext|>`): the
+    embedding would silently replace that word in every prompt that uses it."""
+    vocabulary = tokenizer.get_vocab()
+    for token in tokens:
+        if not 1 <= len(token) <= MAX_TOKEN_CHARS:
+            raise AdapterError(f"a token has 1 to {MAX_TOKEN_CHARS} characters, not {len(token)}: e.g. <my-style>")
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise AdapterError(f"token {token!r} has spaces or control characters: use one word, e.g. <my-style>")
+        pieces = tokenizer.tokenize(token)
+        if token in vocabulary or len(pieces) == 1:
+            example = f"<{token}>" if token.isalnum() else "<my-style>"
+            raise AdapterError(
+                f"token {token!r} is already in the tokenizer's vocabulary ({' '.join(pieces)}): the embedding "
+                f"would replace it wherever it is written. Choose a token that is not a word, e.g. {example}"
+            )
+
+
 def split_prompt(prompt: str, tokens: Iterable[str]) -> list[str | tuple[str]]:
-    """Text pieces and `(token,)` markers, longest token first where two overlap."""
-    names = sorted(set(tokens), key=len, reverse=True)
+    """Text pieces and `(token,)` markers where a token stands whole, longest token first where two overlap."""
+    names = {t for t in tokens if t}
     if not names:
         return [prompt]
-    pattern = re.compile("|".join(map(re.escape, names)))
+    pattern = token_pattern(names)
     pieces: list[str | tuple[str]] = []
     position = 0
     for match in pattern.finditer(prompt):

@@ -7,6 +7,11 @@ rather than at its first generation.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from transformers import CLIPTokenizer
 
 from adapters import (
     Adapter,
@@ -20,6 +25,7 @@ from adapters import (
     validate,
 )
 from adapters.spec import BackboneSpec
+from adapters.textual_inversion import MAX_TOKEN_CHARS, check_tokens
 from service.stores.base import AdapterMeta
 
 KINDS = {
@@ -34,6 +40,8 @@ KINDS = {
 def canonical_kind(kind: str | None) -> str | None:
     if kind is None or kind == "":
         return None
+    if len(kind) > max(map(len, KINDS)):  # not echoed back: it is not one of them either way
+        raise AdapterError(f"kind has {len(kind)} characters; it is one of lora, textual_inversion (ti), vpt")
     try:
         return KINDS[kind.lower()]
     except KeyError:
@@ -54,6 +62,12 @@ def describe(adapter: Adapter) -> dict[str, object]:
     return {"depth": adapter.depth, "tokens": adapter.num_tokens, "blocks": len(adapter.tokens)}
 
 
+@lru_cache(maxsize=4)
+def tokenizer_at(path: Path) -> Any:
+    """The backbone's tokenizer (the one the engine's `PromptEncoder` loads), once per process."""
+    return CLIPTokenizer.from_pretrained(path)
+
+
 def inspect_upload(
     data: bytes,
     name: str,
@@ -62,12 +76,18 @@ def inspect_upload(
     spec: BackboneSpec,
     limits: ExportLimits,
     max_bytes: int,
+    tokenizer_dir: Path | None = None,
 ) -> AdapterMeta:
-    """Blocking (parses tensors): call it from a worker thread. Raises AdapterError saying what to fix."""
+    """Blocking (parses tensors): call it from a worker thread. Raises AdapterError saying what to fix.
+
+    `tokenizer_dir`: the backbone's tokenizer, which embedding tokens must not collide with (None: not checked,
+    for tools that only measure adapters)."""
     expected = canonical_kind(kind)
     if not data:
         raise AdapterError("the uploaded file is empty: send the adapter as the multipart field `file`")
     token = token or None
+    if token is not None and len(token) > MAX_TOKEN_CHARS:  # before the file is parsed; not echoed back
+        raise AdapterError(f"token has {len(token)} characters; the limit is {MAX_TOKEN_CHARS}: e.g. <my-style>")
     try:
         adapter = load_adapter(data, token=token, caps=ReadCaps(max_bytes=max_bytes))
     except AdapterError as error:
@@ -77,6 +97,8 @@ def inspect_upload(
     if expected is not None and adapter.kind != expected:
         raise AdapterError(f"the file holds a {adapter.kind} adapter, not {expected}: check the file, or drop `kind`")
     validate(adapter, spec, limits)
+    if isinstance(adapter, TextualInversion) and tokenizer_dir is not None:
+        check_tokens(adapter.tokens, tokenizer_at(Path(tokenizer_dir)))
     tokens = sorted(adapter.tokens) if isinstance(adapter, TextualInversion) else []
     return AdapterMeta(
         name=name,

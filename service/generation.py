@@ -7,6 +7,7 @@ clear 4xx instead of a job that fails later.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +15,9 @@ import numpy as np
 from adapters import Adapter
 from service.adapter_cache import AdapterCache
 from service.engine import GenerationRequest
-from service.images import parse_size
+from service.images import ImageInputError, parse_size
 from service.params import MAX_SEED, ImageParams
-from service.prompt import embeddings_used, extract_tags
+from service.prompt import PromptError, embeddings_used, extract_tags
 from service.runtime.base import BackboneInfo
 from service.settings import Settings
 from service.stores.base import Store
@@ -57,6 +58,21 @@ def check_limits(params: ImageParams, settings: Settings) -> None:
             )
     if params.seed is not None and params.seed + params.n - 1 > MAX_SEED:
         raise InvalidRequest(f"seed + n - 1 must not exceed {MAX_SEED}", param="seed")
+    for field in ("user", "quality", "style"):
+        if (text := getattr(params, field)) is not None and len(text) > limits.max_field_chars:
+            raise InvalidRequest(
+                f"{field} has {len(text)} characters; the limit is {limits.max_field_chars}", param=field
+            )
+    check_adapter_count(len(params.adapters), limits.max_adapters_per_request)
+
+
+def check_adapter_count(count: int, max_per_request: int) -> None:
+    """Before any per-adapter work: a list far over the limit costs nothing more than one that is just over."""
+    if count > max_per_request:
+        raise InvalidRequest(
+            f"the request names {count} adapters (in `adapters` and <lora:...> tags); the limit is {max_per_request}",
+            param="adapters",
+        )
 
 
 def resolve_adapters(
@@ -73,8 +89,9 @@ def resolve_adapters(
     own namespace: another tenant's adapter is "not found", exactly like a missing one, and so is one that a
     later incarnation of the tenant's name wrote (`epoch`: the request's)."""
     wanted = [(a.name, a.weight) for a in params.adapters] + tags
+    check_adapter_count(len(wanted), max_per_request)
     names = [n for n, _ in wanted]
-    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+    if duplicates := sorted(n for n, k in Counter(names).items() if k > 1):
         raise InvalidRequest(
             f"adapter(s) {', '.join(duplicates)} named more than once (in `adapters` or <lora:...> tags): "
             "give each one once, with its weight",
@@ -116,10 +133,13 @@ def plan(
 ) -> Plan:
     """Blocking (store reads, adapter parsing): call it from a worker thread."""
     check_limits(params, settings)
-    prompt, tags = extract_tags(params.prompt)
+    try:
+        prompt, tags = extract_tags(params.prompt)
+        width, height = parse_size(params.size)
+    except (PromptError, ImageInputError) as error:
+        raise InvalidRequest(str(error), param="prompt" if isinstance(error, PromptError) else "size") from None
     max_adapters = settings.limits.max_adapters_per_request
     adapters = resolve_adapters(params, prompt, tags, tenant, store, cache, max_adapters, epoch)
-    width, height = parse_size(params.size)
     if init_image is not None and width is None:
         height, width = int(init_image.shape[0]), int(init_image.shape[1])  # edits default to the image's size
         largest = 4 * info.image_size

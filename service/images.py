@@ -8,8 +8,12 @@ import re
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
-MAX_PIXELS = 4096 * 4096  # decompression-bomb guard for uploads, far above any size we generate
+# ASCII digits only: `\d` also takes "６４" (fullwidth), which int() reads as 64.
+SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+FORMATS = ("PNG", "JPEG", "WEBP")  # what uploads may be; the header of each says its size before decoding
+# The largest side any model here generates: 4 x the native size (GenerationRequest.validate), 2,048 for SD-1.x.
+# Callers pass their model's bound; this default only protects one that does not.
+MAX_SIDE = 2048
 
 
 class ImageInputError(ValueError):
@@ -17,12 +21,12 @@ class ImageInputError(ValueError):
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
-    """ "WxH" -> (width, height); None -> the backbone's native size."""
+    """ "WxH" -> (width, height); None or "auto" -> the backbone's native size."""
     if size is None or size == "auto":
         return None, None
-    match = SIZE.fullmatch(size.strip())
+    match = SIZE.fullmatch(size)
     if match is None:
-        raise ImageInputError(f"size {size!r} is not WIDTHxHEIGHT (for example '64x64')")
+        raise ImageInputError(f"size {size[:32]!r} is not WIDTHxHEIGHT in ASCII digits (for example '64x64')")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -32,14 +36,39 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Any format Pillow reads -> uint8 [H, W, 3] (alpha dropped, palette and grey converted)."""
-    if not data:
-        raise ImageInputError("the image is empty: upload a PNG or JPEG file")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageInputError(f"the image is {image.width}x{image.height}; the limit is {MAX_PIXELS} pixels")
+def check_image(data: bytes, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(width, height) from the header alone: nothing is decoded, so a small file claiming a huge image (a
+    75 KB PNG of 4096x4096 zeros inflates to 48 MiB of RGB) costs nothing."""
+    with _open(data) as image:
+        return _checked_size(image, max_side)
+
+
+def decode_image(data: bytes, max_side: int = MAX_SIDE) -> np.ndarray:
+    """PNG, JPEG or WebP -> uint8 [H, W, 3] (alpha dropped, palette and grey converted), refused from its
+    header when a side exceeds `max_side` (what the model can use) before any pixel is decoded."""
+    with _open(data) as image:
+        _checked_size(image, max_side)
+        try:
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ImageInputError(f"the image could not be read ({error}): upload a PNG or JPEG file") from error
+        except (OSError, ValueError, Image.DecompressionBombError) as error:  # truncated or corrupt pixel data
+            raise ImageInputError(f"the image could not be read ({error}): upload a PNG, JPEG or WebP file") from error
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageInputError("the image is empty: upload a PNG, JPEG or WebP file")
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)  # lazy: reads the header only
+    except UnidentifiedImageError:
+        raise ImageInputError("the image could not be read as PNG, JPEG or WebP: upload one of those") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageInputError(f"the image could not be read ({error}): upload a PNG, JPEG or WebP file") from error
+
+
+def _checked_size(image: Image.Image, max_side: int) -> tuple[int, int]:
+    if max(image.width, image.height) > max_side:
+        raise ImageInputError(
+            f"the image is {image.width}x{image.height}; this model takes images up to {max_side}x{max_side}: "
+            "resize it to the size you want generated"
+        )
+    return image.width, image.height

@@ -13,6 +13,13 @@ dead and reclaimed) stops at its next heartbeat, and the final record is written
 tenant's epoch (stores/base.py): once the tenant is deleted, its store writes raise TenantGone and the run is
 dropped (its engine rows cancelled, its images and record never written), even if a tenant of the same name
 exists again by then.
+
+What a tenant may hold is checked when a job is created, never after it was accepted: its live job records
+(the store's quota, checked atomically with the record's write: over it, 403 and nothing stored), room for
+its images when they are stored (url format; checked again when they are written: a job whose images no
+longer fit fails with quota_exceeded and stores none), and, with the job stream, its unfinished work: jobs wait
+in Redis there, not in this replica's engine, so the store's sum of their `total` stands in for the engine's
+per-tenant cap (TenantBusy, 429).
 """
 
 from __future__ import annotations
@@ -27,22 +34,27 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from service.engine import Cancelled, QueueFull
+from service.engine import Cancelled, QueueFull, TenantBusy
 from service.errors import as_api_error
 from service.generation import Plan
 from service.images import decode_image
 from service.params import ImageParams
-from service.results import render
+from service.results import check_file_room, render
 from service.runner import Batch, Runner
 from service.settings import Settings
-from service.stores.base import JobRecord, Store, TenantGone, check_epoch
+from service.stores.base import JobRecord, Store, TenantGone, WorkCapExceeded, check_epoch
 from service.stores.job_stream import JobStream
+from service.stores.usage import check_job
 
 log = logging.getLogger(__name__)
 
 SSE_KEEPALIVE_S = 15.0
 FINAL_WRITE_ATTEMPTS = 6
 REMOTE_POLL_S = 0.5
+# Retry-After of a job refused for its tenant's unfinished work in the stream: a rough estimate. Its jobs wait
+# for workers this replica does not see, so it cannot tell when some finish; a capped tenant's work is a few
+# of its largest jobs, the first of which a worker usually ends within seconds.
+BUSY_RETRY_AFTER_S = 5.0
 
 CANCELLED = {"message": "the job was cancelled", "type": "invalid_request_error", "param": None, "code": "cancelled"}
 
@@ -158,6 +170,7 @@ class JobManager:
         incarnation = await asyncio.to_thread(self.store.get_tenant, tenant)
         # deleted since it authenticated: refused before any work (the store's writes check again, atomically)
         check_epoch(tenant, epoch, None if incarnation is None else incarnation.epoch)
+        await asyncio.to_thread(self._check_room, tenant, epoch, params)
         pixels = None if image is None else await asyncio.to_thread(decode_image, image)
         plan = await asyncio.to_thread(self.planner, params, tenant, epoch, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images
@@ -173,12 +186,15 @@ class JobManager:
             total=sum(r.steps for r in plan.requests),
         )
         if self.stream is not None:
-            await asyncio.to_thread(self.stream.enqueue, record.model_copy(), self.ttl_s)
+            try:
+                await asyncio.to_thread(self.stream.enqueue, record.model_copy(), self.ttl_s, self.max_work(tenant))
+            except WorkCapExceeded as busy:
+                raise TenantBusy(str(busy), BUSY_RETRY_AFTER_S) from None
             return record
         live = LiveJob(record)
-        batch = self._submit(live, plan)
+        batch = self._submit(live, plan)  # the engine refuses a busy tenant (TenantBusy) before anything is stored
         try:
-            await asyncio.to_thread(self.store.put_job, record.model_copy(), self.ttl_s)
+            await asyncio.to_thread(self.store.create_job, record.model_copy(), self.ttl_s)
         except BaseException:
             batch.cancel()
             self.live.pop(record.id, None)
@@ -186,11 +202,37 @@ class JobManager:
         self._follow(live, plan, batch)
         return record.model_copy()
 
-    def _submit(self, live: LiveJob, plan: Plan) -> Batch:
+    def _check_room(self, tenant: str, epoch: str, params: ImageParams) -> None:
+        """Blocking. Refused before it is planned when the tenant holds its quota of job records, or has no room
+        left for its url images; the store checks the record again, atomically, when it writes it."""
+        usage = self.store.usage(tenant, epoch)
+        check_job(usage, self.store.quota, self.ttl_s, time.time())
+        check_file_room(self.store, tenant, epoch, params.response_format, params.n, usage)
+
+    def max_work(self, tenant: str) -> int:
+        """Images x steps the tenant may have unfinished in the job stream: the engine's per-tenant cap, weighted."""
+        fairness = self.settings.fairness
+        return int(fairness.max_tenant_work * fairness.weights.get(tenant, 1.0))
+
+    async def forget(self, tenant: str, job_id: str) -> None:
+        """Remove a finished job's record: a synchronous request's (role "api") once it was answered. Its id was
+        never shown, and kept it would hold a place in the tenant's job quota for `job_ttl_s`. Best effort: a
+        store hiccup leaves it to expire."""
+        try:
+            await asyncio.to_thread(self.store.delete_job, tenant, job_id)
+        except Exception:  # noqa: BLE001 - the request was answered already; the record expires anyway
+            log.warning("could not remove an answered request's job record", extra={"job": job_id})
+
+    def _submit(self, live: LiveJob, plan: Plan, capped: bool = True) -> Batch:
+        """`capped=False`: a stored job, accepted already, is queued even over its tenant's work cap."""
         if self.runner is None:
             raise RuntimeError("this replica runs no model (role api): jobs go to the workers through the stream")
         loop = asyncio.get_running_loop()
-        batch = self.runner.submit(plan.requests, lambda s, t: loop.call_soon_threadsafe(live.progress, s, t))
+
+        def progress(step: int, total: int) -> None:  # from the engine thread
+            loop.call_soon_threadsafe(live.progress, step, total)
+
+        batch = self.runner.submit(plan.requests, progress, capped=capped)
         live.batch = batch
         self.live[live.record.id] = live
         return batch
@@ -332,7 +374,7 @@ class JobManager:
         record.status, record.step = "queued", 0
         try:
             plan = await asyncio.to_thread(self._plan_stored, record)
-            batch = self._submit(live, plan)
+            batch = self._submit(live, plan, capped=False)  # refusing it now would fail an accepted job
         except QueueFull:
             raise  # not a failure of the job: the caller retries
         except Exception as error:  # noqa: BLE001 - e.g. its adapter was deleted meanwhile

@@ -1,5 +1,10 @@
 """Prometheus metrics (`diffplex_` prefix), one registry per app so several apps in one process (tests) do
-not collide in the global one."""
+not collide in the global one.
+
+Every label value comes from a closed set written in the code (route templates, "cfg" / "plain", "ok" /
+"failed"...), never from what a client sends: each distinct value is a new series kept for the process's
+life, so a client-chosen one (an HTTP method, a path) would let anyone grow `/metrics` without bound.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
 ROW_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+
+
+def method_label(method: str) -> str:
+    """The request's method, or "other": HTTP lets a client send any token as a method."""
+    return method if method in METHODS else "other"
 
 
 class Metrics:
@@ -63,7 +74,14 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter(
-            "diffplex_rate_limited_total", "requests refused by the per-tenant rate limit", registry=r
+            "diffplex_rate_limited_total", "requests refused by a per-tenant rate limit", registry=r
+        )
+        self.http_refused = Counter(
+            "diffplex_http_refused_total",
+            "requests the HTTP layer refused on their headers or while their body arrived, by status "
+            "(401/403: key, 408: too slow, 413: too large, 429: uploads)",
+            ["status"],
+            registry=r,
         )
 
     def render(self) -> bytes:

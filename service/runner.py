@@ -1,8 +1,8 @@
 """Hands planned requests to the engine (its own thread) and follows them from the event loop.
 
-One `Batch` is the n images of one API request: submitted together (all or none: a full queue refuses
-the whole request), awaited with `asyncio.wrap_future`, cancelled together when the client goes away,
-with their progress summed for jobs and SSE.
+One `Batch` is the n images of one API request: submitted together (all or none: a full queue or a tenant
+at its work cap refuses the whole request), awaited with `asyncio.wrap_future`, cancelled together when the
+client goes away, with their progress summed for jobs and SSE.
 """
 
 from __future__ import annotations
@@ -70,21 +70,21 @@ class Runner:
         self.engine = engine
         self.metrics = metrics
 
-    def submit(self, requests: list[GenerationRequest], on_progress: ProgressCallback | None = None) -> Batch:
+    def submit(
+        self, requests: list[GenerationRequest], on_progress: ProgressCallback | None = None, capped: bool = True
+    ) -> Batch:
+        """Queue the batch as a whole: QueueFull or TenantBusy (its tenant's work cap, checked for all n images
+        together) refuse it before any image is queued. `capped=False`: work accepted earlier (a stored job run
+        again) is queued even over the cap, since refusing it would fail a job the client was told is accepted."""
         batch = Batch(requests, self.metrics, on_progress)
+        self.metrics.waiting.inc(len(requests))  # before submit: the engine thread may report progress at once
         try:
-            for index, request in enumerate(requests):
-                self.metrics.waiting.inc()  # before submit: the engine thread may report progress at once
-                try:
-                    job = self.engine.submit(request, progress=batch.progress_of(index))
-                except BaseException:
-                    self.metrics.waiting.dec()
-                    raise
-                job.future.add_done_callback(lambda f, i=index: batch.finished(i, f))
-                batch.jobs.append(job)
+            batch.jobs = self.engine.submit_all(requests, [batch.progress_of(i) for i in range(len(requests))], capped)
         except BaseException:
-            batch.cancel()  # all or none: the images already queued would be answered to nobody
+            self.metrics.waiting.dec(len(requests))
             raise
+        for index, job in enumerate(batch.jobs):
+            job.future.add_done_callback(lambda f, i=index: batch.finished(i, f))
         return batch
 
     async def wait(self, batch: Batch) -> list[GenerationResult]:

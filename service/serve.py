@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from service.api import create_app
+    from service.api.http_server import uvicorn_options
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -61,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,  # the request middleware logs each request with its id
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         timeout_keep_alive=settings.keep_alive_s,
+        **uvicorn_options(settings),  # connection cap, request head size and deadline
     )
     return 0
 

@@ -41,6 +41,7 @@ class Limits(BaseModel):
     # Stored per tenant for `job_ttl_s`: job records (each holds its request, up to a few kB) and generated
     # files (`response_format: url`); over these a new job or url image is refused (403 quota_exceeded).
     max_jobs_per_tenant: int = 2000
+    max_job_bytes_per_tenant: int = 256 * MiB  # a finished b64_json job holds its images in its record
     max_files_per_tenant: int = 2000
     max_file_bytes_per_tenant: int = 256 * MiB
 

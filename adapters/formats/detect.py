@@ -41,7 +41,9 @@ def load_adapter(data: bytes, *, token: str | None = None, caps: ReadCaps = Read
 
     `token` names a textual-inversion embedding (overriding the file's own name).
     """
-    if looks_like_torch_pickle(data):
+    # A safetensors file starts with its header's length, whose first byte is 0x80 (a pickle's first byte) for
+    # one header length in 256: the `{` after those 8 bytes is what tells it from a pickle or a zip.
+    if looks_like_torch_pickle(data) and not looks_like_safetensors(data):
         return read_pt_ti(data, caps, token)
     if not looks_like_safetensors(data):
         raise AdapterError("not a safetensors file (nor a .pt embedding); upload a .safetensors adapter")

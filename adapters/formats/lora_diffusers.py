@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,10 @@ from adapters.formats.lora_keys import RawLayer, group_layers, to_peft_keys
 from adapters.types import LoRAAdapter, LoRALayer
 
 METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
+# peft matches each rank/alpha pattern key as a regex against every module, and Python's `re` has no
+# timeout: one key of eight `.*` backtracks 21 s per module name. diffusers writes module paths there
+# (`get_peft_kwargs`), so those are what is read, and matched without a regex (`pattern_key`).
+PATTERN_KEY = re.compile(r"\^?[\w.]{1,200}")
 
 
 def read_diffusers_lora(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> LoRAAdapter:
@@ -49,8 +54,6 @@ def _component_configs(raw: str | None) -> dict[str, dict[str, Any]]:
 
 def _alpha(config: Mapping[str, Any] | None, raw: RawLayer) -> float:
     """Canonical alpha (scale = alpha / rank) for one module, as peft would configure it."""
-    from peft.utils.other import get_pattern_key
-
     rank = raw.down.shape[0]
     if config is None:
         return float(rank)
@@ -59,8 +62,8 @@ def _alpha(config: Mapping[str, Any] | None, raw: RawLayer) -> float:
     rank_pattern, alpha_pattern = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
     if not isinstance(rank_pattern, dict) or not isinstance(alpha_pattern, dict):
         raise AdapterError(f"LoRA config on {raw.component}: rank_pattern / alpha_pattern must be objects")
-    r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), raw.module), config.get("r", rank))
-    alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), raw.module), config.get("lora_alpha", r))
+    r = rank_pattern.get(pattern_key(rank_pattern, raw), config.get("r", rank))
+    alpha = alpha_pattern.get(pattern_key(alpha_pattern, raw), config.get("lora_alpha", r))
     if not isinstance(r, int) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
         raise AdapterError(f"LoRA config for {raw.canonical_name}: r must be an integer and lora_alpha a number")
     if r != rank:
@@ -69,3 +72,16 @@ def _alpha(config: Mapping[str, Any] | None, raw: RawLayer) -> float:
         raise AdapterError(f"LoRA module {raw.canonical_name} has rank {r}: a LoRA layer needs rank 1 or more")
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     return float(scale * rank)
+
+
+def pattern_key(patterns: Mapping[str, Any], raw: RawLayer) -> str | None:
+    """peft's `get_pattern_key` for module-path keys: the first key (in the config's order) that is the module's
+    path or a suffix of it on a `.` boundary (`^path`: the whole path only); None when none is."""
+    if bad := [k for k in patterns if not PATTERN_KEY.fullmatch(k)]:
+        raise AdapterError(
+            f"LoRA config on {raw.component}: rank/alpha pattern key {bad[0][:100]!r} is not a module path; "
+            "write the modules' paths out (e.g. 'attn1.to_q'), regular expressions are not read"
+        )
+    parts = raw.module.split(".")
+    suffixes = {".".join(parts[i:]) for i in range(len(parts))}
+    return next((k for k in patterns if k.removeprefix("^") in suffixes and (k[0] != "^" or k[1:] == raw.module)), None)

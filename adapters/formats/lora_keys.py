@@ -41,21 +41,28 @@ def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
         convert_unet_state_dict_to_peft,
     )
 
+    # diffusers' converters raise ValueError on keys they cannot place (and KeyError / IndexError where they
+    # trust a file they should not): either way the file's layout is what is wrong
     try:
         converted, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(dict(state_dict))
-        out: dict[str, torch.Tensor] = {}
-        for component in ("unet", "text_encoder"):
-            part = {k.removeprefix(f"{component}."): v for k, v in converted.items() if k.startswith(f"{component}.")}
-            if not part:
-                continue
+    except (ValueError, KeyError, IndexError) as e:
+        raise AdapterError(f"unsupported LoRA layout: {type(e).__name__} {e}") from e
+    out: dict[str, torch.Tensor] = {}
+    for component in ("unet", "text_encoder"):
+        part = {k.removeprefix(f"{component}."): v for k, v in converted.items() if k.startswith(f"{component}.")}
+        if not part:
+            continue
+        try:
             # the same steps (first-key test included) as `load_lora_adapter` / `_load_lora_into_text_encoder`
             if component == "unet" and "lora_A" not in next(iter(part)):
                 part = convert_unet_state_dict_to_peft(part)
             elif component == "text_encoder":
                 part = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
-            out |= {f"{component}.{k}": v for k, v in part.items()}
-    except ValueError as e:  # diffusers' converters raise ValueError on keys they cannot place
-        raise AdapterError(f"unsupported LoRA layout: {e}") from e
+        except (ValueError, KeyError, IndexError) as e:
+            raise AdapterError(
+                f"unsupported LoRA layout of the {component} keys ({listing(sorted(part))}): {type(e).__name__} {e}"
+            ) from e
+        out |= {f"{component}.{k}": v for k, v in part.items()}
     if leftover := sorted(k for k in converted if not k.startswith(("unet.", "text_encoder."))):
         raise AdapterError(
             "LoRA keys for components other than the U-Net and the (single) text encoder: "
@@ -85,9 +92,9 @@ def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
             raise AdapterError(
                 f"LoRA module {path} has only lora_{'A' if 'down' in pair else 'B'}: the file is incomplete"
             )
-        down, up = _as_linear(pair["down"]), _as_linear(pair["up"])
+        down, up = as_linear(pair["down"]), as_linear(pair["up"])
         if down is None or up is None:
-            not_linear.append(f"{path} {tuple(pair['down'].shape)}")
+            not_linear.append(f"{path} (A {tuple(pair['down'].shape)}, B {tuple(pair['up'].shape)})")
             continue
         if down.shape[0] != up.shape[1]:
             raise AdapterError(f"LoRA module {path}: down has rank {down.shape[0]} but up has rank {up.shape[1]}")
@@ -98,7 +105,8 @@ def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
     return layers
 
 
-def _as_linear(weight: torch.Tensor) -> torch.Tensor | None:
+def as_linear(weight: torch.Tensor) -> torch.Tensor | None:
+    """[a, b] as it is, [a, b, 1, 1] (a 1x1 convolution) as [a, b]; None for any other shape."""
     if weight.ndim == 4 and weight.shape[2:] == (1, 1):
         return weight[:, :, 0, 0]
     return weight if weight.ndim == 2 else None

@@ -4,19 +4,25 @@ Keys are renamed by diffusers' own converter (via `adapters.formats.lora_keys.to
 are sent through the very same renaming: a shadow state dict holds each module's alpha where its down
 weight was, so no kohya-name-to-module mapping is written here. A missing alpha means alpha = rank
 (kohya's default, scale 1).
+
+diffusers' converter trusts the file (a `lora_down` without its `lora_up` is a KeyError there), so the
+layout is checked first, per module and in kohya's own names, which are the ones the uploader can find.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import torch
 
 from adapters.errors import AdapterError, listing
-from adapters.formats.lora_keys import group_layers, to_peft_keys
+from adapters.formats.lora_keys import as_linear, group_layers, to_peft_keys
 from adapters.types import LoRAAdapter, LoRALayer
 
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+# What diffusers' kohya converter reads: the module name (no dots) and one of three suffixes.
+KOHYA_KEY = re.compile(r"(lora_(?:unet|te|te1|te2)_[^.]+)\.(lora_down\.weight|lora_up\.weight|alpha)")
 
 
 def is_kohya(keys: list[str]) -> bool:
@@ -27,25 +33,57 @@ def is_kohya(keys: list[str]) -> bool:
 def read_kohya_lora(tensors: Mapping[str, torch.Tensor]) -> LoRAAdapter:
     if dora := [k for k in tensors if k.endswith(".dora_scale")]:
         raise AdapterError(f"DoRA adapters are not supported ({dora[0]}, ...); export a plain LoRA")
+    check_layout(tensors)
     weights = {k: v for k, v in tensors.items() if not k.endswith(".alpha")}
     shadow = {}
     for key, tensor in weights.items():
         name = key.split(".", 1)[0]
         if key.endswith(".lora_down.weight"):
             alpha = tensors.get(f"{name}.alpha")
-            if alpha is not None and alpha.numel() != 1:
-                raise AdapterError(f"kohya alpha {name}.alpha must be a scalar, got shape {tuple(alpha.shape)}")
             shadow[key] = torch.tensor(float(tensor.shape[0]) if alpha is None else float(alpha.reshape(())))
         else:
             shadow[key] = tensor
-    orphans = sorted(
-        k for k in tensors if k.endswith(".alpha") and f"{k[: -len('.alpha')]}.lora_down.weight" not in tensors
-    )
-    if orphans:
-        raise AdapterError(f"kohya alphas without LoRA weights: {listing(orphans)}")
     alphas = to_peft_keys(shadow)
     layers = {}
     for raw in group_layers(to_peft_keys(weights)):
         alpha = alphas[f"{raw.component}.{raw.module}.lora_A.weight"]
         layers[raw.canonical_name] = LoRALayer(raw.down, raw.up, float(alpha))
     return LoRAAdapter(layers)
+
+
+def check_layout(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Every module has a `lora_down` [r, in] and a `lora_up` [out, r] (or their 1x1-conv forms) of one rank,
+    and at most a scalar `alpha`; nothing else."""
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    unknown = []
+    for key, tensor in tensors.items():
+        if match := KOHYA_KEY.fullmatch(key):
+            modules.setdefault(match[1], {})[match[2].split(".")[0]] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise AdapterError(
+            f"unsupported LoRA layout: kohya keys are <module>.lora_down.weight, <module>.lora_up.weight and "
+            f"<module>.alpha, not {listing(sorted(unknown))} (LyCORIS LoHa / LoKr files are not supported)"
+        )
+    if orphans := sorted(f"{n}.alpha" for n, parts in modules.items() if set(parts) == {"alpha"}):
+        raise AdapterError(f"kohya alphas without LoRA weights: {listing(orphans)}")
+    for name, parts in sorted(modules.items()):
+        if missing := {"lora_down", "lora_up"} - set(parts):
+            (has,) = {"lora_down", "lora_up"} - missing
+            raise AdapterError(
+                f"kohya LoRA module {name} has {has}.weight but no {missing.pop()}.weight: the file is incomplete"
+            )
+        down, up = parts["lora_down"], parts["lora_up"]
+        if as_linear(down) is None or as_linear(up) is None:
+            raise AdapterError(
+                f"kohya LoRA module {name}: lora_down is {tuple(down.shape)} and lora_up {tuple(up.shape)}; "
+                "only linear ([r, in] and [out, r]) and 1x1-conv ([r, in, 1, 1] and [out, r, 1, 1]) LoRA layers "
+                "are supported"
+            )
+        if down.shape[0] != up.shape[1]:
+            raise AdapterError(
+                f"kohya LoRA module {name}: lora_down has rank {down.shape[0]} but lora_up has rank {up.shape[1]}"
+            )
+        if (alpha := parts.get("alpha")) is not None and alpha.numel() != 1:
+            raise AdapterError(f"kohya alpha {name}.alpha must be a scalar, got shape {tuple(alpha.shape)}")

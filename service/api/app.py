@@ -54,6 +54,10 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
         row_cache_bytes=settings.engine.row_cache_bytes,
         bank_cache_bytes=settings.engine.bank_cache_bytes,
         uncond_cache_bytes=settings.engine.uncond_cache_bytes,
+        weights=settings.fairness.weights,
+        # Synchronous requests are capped here; accepted jobs (`JobManager.start_stored`) enter uncapped, their
+        # work having been checked when they were accepted (by the engine, or by the store with the job stream).
+        max_tenant_work=settings.fairness.max_tenant_work,
     )
     engine = Engine(InstrumentedRuntime(runtime, metrics), config)
     # Read at scrape time: the engine thread owns these caches and needs no metrics of its own.
@@ -151,10 +155,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (images, jobs, adapters, admin, health, playground):
         app.include_router(module.router)
     app.mount(playground.MOUNT_PATH, playground.static, name="playground")
-    app.add_middleware(
-        RequestContext,
-        metrics=app.state.metrics,
-        max_body_bytes=settings.limits.max_body_bytes,
-        max_upload_bytes=settings.limits.max_upload_bytes,
-    )
+    app.add_middleware(RequestContext, metrics=app.state.metrics, settings=settings)
     return app

@@ -29,8 +29,11 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
+CALLER = "caller"  # scope["state"] key: the tenant the request middleware authenticated before the body
+
+
+def bearer_token(header: str) -> str:
+    """The key in an `Authorization: Bearer <key>` header value; 401 for a missing or malformed header."""
     scheme, _, token = header.partition(" ")
     if not header:
         raise ApiError(
@@ -49,8 +52,10 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def authenticated(request: Request, state: State) -> TenantRecord:
-    token = _bearer(request)
+async def tenant_for(state: ServiceState, header: str) -> TenantRecord:
+    """The tenant incarnation behind an Authorization header value, or 401. Shared by the dependency below and
+    the request middleware, which checks the key of a request that carries a body before the body is read."""
+    token = bearer_token(header)
     tenant = await asyncio.to_thread(state.store.authenticate, token)
     if tenant is None:
         raise ApiError(
@@ -59,6 +64,21 @@ async def authenticated(request: Request, state: State) -> TenantRecord:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return tenant
+
+
+def check_admin(state: ServiceState, header: str) -> None:
+    """401 without a well-formed key, 403 for a key that is not the admin key."""
+    if not keys.same_secret(bearer_token(header), state.admin_key):
+        raise ApiError(403, "this route needs the admin key", type="permission_error", code="not_admin")
+
+
+async def authenticated(request: Request, state: State) -> TenantRecord:
+    """The caller: found by the request middleware already on routes with a body (the key is checked once),
+    else looked up here."""
+    tenant = request.scope.get("state", {}).get(CALLER)
+    if not isinstance(tenant, TenantRecord):
+        tenant = await tenant_for(state, request.headers.get("authorization", ""))
     tenant_var.set(tenant.name)
     return tenant
 
@@ -75,8 +95,7 @@ Tenant = Annotated[str, Depends(current_tenant)]
 
 
 async def require_admin(request: Request, state: State) -> None:
-    if not keys.same_secret(_bearer(request), state.admin_key):
-        raise ApiError(403, "this route needs the admin key", type="permission_error", code="not_admin")
+    check_admin(state, request.headers.get("authorization", ""))
 
 
 Admin = Depends(require_admin)
@@ -98,6 +117,10 @@ async def model_parts(state: State) -> ModelParts:
 Model = Annotated[ModelParts, Depends(model_parts)]
 
 
+def _seconds(retry_s: float) -> int:
+    return max(1, int(retry_s + 0.999))
+
+
 async def rate_limited(state: State, caller: Caller) -> None:
     """Generation routes only: a window per tenant incarnation per minute, shared by every replica via the
     store (a request of a deleted incarnation does not count against a new tenant of the same name)."""
@@ -107,7 +130,7 @@ async def rate_limited(state: State, caller: Caller) -> None:
     retry = await asyncio.to_thread(state.store.rate_hit, caller.name, limit, 60, caller.epoch)
     if retry > 0:
         state.metrics.rate_limited.inc()
-        seconds = max(1, int(retry + 0.999))
+        seconds = _seconds(retry)
         raise ApiError(
             429,
             f"rate limit of {limit} generation requests per minute reached: retry in {seconds}s",
@@ -118,3 +141,23 @@ async def rate_limited(state: State, caller: Caller) -> None:
 
 
 RateLimited = Depends(rate_limited)
+
+
+async def check_upload_rate(state: ServiceState, caller: TenantRecord) -> None:
+    """Adapter uploads: their own window per tenant incarnation per minute, apart from the generation window.
+    It is the store's rate window under the epoch slot `<epoch>:upload` (the tenant slot must stay a valid
+    tenant name: the LocalStore keeps one file of windows per tenant), so replicas share it too."""
+    limit = state.settings.limits.upload_rate_per_minute
+    if limit <= 0:
+        return
+    retry = await asyncio.to_thread(state.store.rate_hit, caller.name, limit, 60, f"{caller.epoch}:upload")
+    if retry > 0:
+        state.metrics.rate_limited.inc()
+        seconds = _seconds(retry)
+        raise ApiError(
+            429,
+            f"rate limit of {limit} adapter uploads per minute reached: retry in {seconds}s",
+            type="rate_limit_error",
+            code="upload_rate_exceeded",
+            headers={"Retry-After": str(seconds)},
+        )

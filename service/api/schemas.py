@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.params import AdapterRef, ImageParams
 
@@ -47,7 +47,7 @@ class JobView(BaseModel):
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(max_length=63)  # `service.names.check_tenant_name` checks its alphabet
 
 
 class TenantCreated(BaseModel):

@@ -6,12 +6,13 @@ The model loads after the server starts listening, so `/livez` answers and `/rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from adapters import ExportLimits
 from service.adapter_cache import AdapterCache
+from service.api.uploads import UploadSlots
 from service.engine import Engine
 from service.generation import Plan, plan
 from service.jobs import JobManager
@@ -46,6 +47,10 @@ class ServiceState:
     model: ModelParts | None = None
     load_error: str | None = None
     stopping: bool = False
+    uploads: UploadSlots = field(init=False)  # per-tenant uploads in flight (settings.limits.max_concurrent_uploads)
+
+    def __post_init__(self) -> None:
+        self.uploads = UploadSlots(self.settings.limits.max_concurrent_uploads)
 
     def plan(
         self,

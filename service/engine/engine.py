@@ -1,10 +1,17 @@
 """The continuous batching sampler: many requests of many tenants -> few, full U-Net passes.
 
+Submission queues a request in its tenant's queue (fair_queue.py), all images of a request or none; a tenant
+whose queued and running work (images x steps) would go over its cap is refused with TenantBusy, the others
+are still admitted, and `max_queue` bounds the whole.
+
 Every tick:
-1. admit queued requests (bounded): batched text encoding, TI spliced per row, uncond embeddings from the
-   cache; per request its own scheduler, seeded generator and initial latents (img2img: batched VAE encode);
+1. admit queued requests (bounded by `max_active`) by weighted fair sharing: the backlogged tenant with the
+   least weighted work admitted so far goes first, so one tenant's backlog delays only itself; batched text
+   encoding, TI spliced per row, uncond embeddings from the cache; per request its own scheduler, seeded
+   generator and initial latents (img2img: batched VAE encode);
 2. pick one latent shape (round-robin over shapes) and, within it, rows up to `max_rows` U-Net rows with
-   per-tenant round-robin (a tenant with 100 requests does not starve one with 1);
+   per-tenant weighted round-robin (a tenant with 100 requests does not starve one with 1; a tenant of
+   weight 2 gets two rows a round where one of weight 1 gets one);
 3. pack the slot banks (one slot per distinct adapter set, slot 0 = none) and run ONE fused-CFG U-Net
    call for the guided rows and one plain call for the rest (rows with guidance <= 1, rows outside their
    guidance interval, and the cond/uncond rows of the uncond-refresh option); a call whose rows are all in
@@ -28,7 +35,8 @@ import torch
 from adapters.byte_lru import ByteLRU
 from adapters.packing import PackedBanks, PackedRowCache, adapter_set_key, pack_banks
 from adapters.types import AdapterSet
-from service.engine.errors import Cancelled, EngineError, QueueFull
+from service.engine.errors import Cancelled, EngineError, QueueFull, TenantBusy
+from service.engine.fair_queue import FairQueue
 from service.engine.noise import initial_noise
 from service.engine.request import GenerationRequest
 from service.engine.samplers import make_scheduler, step_kwargs
@@ -53,6 +61,26 @@ class EngineConfig:
     # U-Net calls; request-level batching admits new requests only when the running batch has finished.
     split_cfg: bool = False
     continuous: bool = True
+    # Fair admission (fair_queue.py): tenant -> weight (absent: 1), and the images x steps one tenant may have
+    # queued and running, times its weight, before `submit` raises TenantBusy (None: no cap). The service
+    # sets both from `FairnessSettings`.
+    weights: dict[str, float] = field(default_factory=dict)
+    max_tenant_work: int | None = None
+
+
+class _WorkRate:
+    """Images x steps per second of busy engine time over the last ticks: what a refused tenant's Retry-After
+    is estimated from. Idle time is not counted, so a quiet period does not make the estimate optimistic."""
+
+    def __init__(self, ticks: int = 64) -> None:
+        self._ticks: deque[tuple[int, float]] = deque(maxlen=ticks)  # (image-steps, seconds)
+
+    def add(self, work: int, seconds: float) -> None:
+        self._ticks.append((work, seconds))
+
+    def per_s(self) -> float | None:
+        seconds = sum(s for _, s in self._ticks)
+        return sum(w for w, _ in self._ticks) / seconds if seconds > 0 else None
 
 
 @dataclass
@@ -88,6 +116,11 @@ class _Active:
         return tuple(self.latents.shape)
 
     @property
+    def work(self) -> int:
+        """Images x steps it holds against its tenant's cap (img2img runs fewer: the requested steps bound it)."""
+        return self.request.steps
+
+    @property
     def done(self) -> bool:
         return self.step >= len(self.timesteps)
 
@@ -115,7 +148,8 @@ class Engine:
         self.row_cache = PackedRowCache(self.config.row_cache_bytes)
         self.text = PromptEncoder(runtime, self.row_cache, self.config.uncond_cache_bytes)
         self.bank_cache: ByteLRU[tuple[str, ...], PackedBanks] = ByteLRU(self.config.bank_cache_bytes)
-        self._queue: deque[_Active] = deque()
+        self._queue: FairQueue[_Active] = FairQueue(self.config.weights, self.config.max_tenant_work)
+        self._rate = _WorkRate()
         self._active: list[_Active] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -128,17 +162,56 @@ class Engine:
         self.size_multiple = self.info.size_multiple
 
     # -- submission --------------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, progress: Progress | None = None) -> Job:
-        request.validate(self.info.image_size, self.size_multiple)
-        entry = _Active(request, Future(), progress, time.perf_counter(), threading.Event())
-        entry.ti_table = request.ti_table()  # a token owned twice fails here, at submission
+    def submit(self, request: GenerationRequest, progress: Progress | None = None, capped: bool = True) -> Job:
+        return self.submit_all([request], [progress], capped)[0]
+
+    def submit_all(
+        self, requests: list[GenerationRequest], progress: list[Progress | None] | None = None, capped: bool = True
+    ) -> list[Job]:
+        """Queue every request or none (the n images of one API request): QueueFull beyond `max_queue`,
+        TenantBusy when the requests would put their tenant over its work cap. `capped=False` skips the cap,
+        for work already accepted elsewhere (a stored job re-run), which must wait rather than fail."""
+        callbacks = progress or [None] * len(requests)
+        entries = []
+        for request, callback in zip(requests, callbacks, strict=True):
+            request.validate(self.info.image_size, self.size_multiple)
+            entry = _Active(request, Future(), callback, time.perf_counter(), threading.Event())
+            entry.ti_table = request.ti_table()  # a token owned twice fails here, at submission
+            entries.append(entry)
+        work: dict[str, int] = {}
+        for entry in entries:
+            work[entry.request.tenant] = work.get(entry.request.tenant, 0) + entry.work
         with self._lock:
-            if self._outstanding >= self.config.max_queue:
+            if self._outstanding + len(entries) > self.config.max_queue:
                 raise QueueFull(f"the queue holds {self.config.max_queue} requests: retry shortly")
-            self._queue.append(entry)
-            self._outstanding += 1
+            for tenant, amount in work.items():
+                if capped and not self._queue.fits(tenant, amount):
+                    raise self._busy(tenant, amount)
+            for entry in entries:
+                self._queue.push(entry.request.tenant, entry, entry.work)
+            self._outstanding += len(entries)
         self._wake.set()
-        return Job(entry)
+        return [Job(entry) for entry in entries]
+
+    def _busy(self, tenant: str, work: int) -> TenantBusy:
+        """The refusal of `work` more for a tenant at its cap (under the lock), with an estimate of when it fits."""
+        cap = int(self._queue.cap(tenant) or 0)
+        held = self._queue.outstanding(tenant)
+        rate = self._rate.per_s()
+        # Without a measured rate (nothing has run yet) there is no honest estimate: the minimum, 1 s.
+        wait_s = 1.0 if rate is None else self._queue.retry_after_s(tenant, work, rate)
+        return TenantBusy(
+            f"this tenant already has {held} image-steps queued and running, and this request adds {work}: the limit "
+            f"is {cap} (images x steps of its unfinished requests); wait for some to finish, or ask for fewer "
+            "images or steps",
+            max(1.0, wait_s),
+        )
+
+    @property
+    def work_per_s(self) -> float | None:
+        """Images x steps per second of busy time over the last ticks (None before any); Retry-After's basis."""
+        with self._lock:
+            return self._rate.per_s()
 
     @property
     def load(self) -> int:
@@ -152,6 +225,8 @@ class Engine:
         if entry.resolved:
             return
         entry.resolved = True
+        with self._lock:  # its work no longer counts to its tenant's cap (before the caller sees the result)
+            self._queue.release(entry.request.tenant, entry.work)
         if not entry.future.done():
             if error is None:
                 entry.future.set_result(result)
@@ -193,6 +268,7 @@ class Engine:
     def tick(self) -> bool:
         """One scheduling round; False when there was nothing to do."""
         try:
+            started = time.perf_counter()
             self._drop_cancelled()
             self._admit()
             if not self._active:
@@ -201,6 +277,8 @@ class Engine:
             rows = self._pick_rows()
             self._isolated(self._denoise, rows)
             self._isolated(self._finish, [e for e in rows if e.done and not e.resolved])
+            with self._lock:
+                self._rate.add(len(rows), time.perf_counter() - started)
             return True
         except Exception as error:  # noqa: BLE001 - a failure outside any request's phase: keep the loop alive
             self._fail_all(error)
@@ -237,8 +315,8 @@ class Engine:
             for e in [*self._queue, *self._active]:
                 if e.future.cancelled():  # the caller cancelled the future itself: stop spending rows on it
                     e.cancelled.set()
-            gone = [e for e in [*self._queue, *self._active] if e.cancelled.is_set()]
-            self._queue = deque(e for e in self._queue if not e.cancelled.is_set())
+            gone = self._queue.discard(lambda e: e.cancelled.is_set())
+            gone += [e for e in self._active if e.cancelled.is_set()]
             self._active = [e for e in self._active if not e.cancelled.is_set()]
         for entry in gone:
             self._resolve(entry, error=Cancelled(f"request {entry.request.request_id} was cancelled"))
@@ -248,7 +326,8 @@ class Engine:
             if not self.config.continuous and self._active:
                 return
             room = self.config.max_active - len(self._active)
-            new = [self._queue.popleft() for _ in range(min(room, len(self._queue)))]
+            popped = [self._queue.pop() for _ in range(min(room, len(self._queue)))]  # fair order (fair_queue.py)
+            new = [e for e in popped if e is not None]
         if not new:
             return
         try:
@@ -317,7 +396,9 @@ class Engine:
         return entry.scheduler.add_noise(init, noise, torch.as_tensor(timesteps[:1])), timesteps
 
     def _pick_rows(self) -> list[_Active]:
-        """One latent shape, then per-tenant round-robin up to `max_rows` U-Net rows."""
+        """One latent shape, then per-tenant weighted round-robin up to `max_rows` U-Net rows: each round a
+        tenant takes as many requests as its weight is a multiple of the smallest weight present (equal
+        weights: one each, plain round-robin)."""
         shapes = sorted({e.shape for e in self._active})
         shape = shapes[self._shape_turn % len(shapes)]
         self._shape_turn += 1
@@ -329,21 +410,21 @@ class Engine:
         offset = self._tenant_turn % len(tenants)
         self._tenant_turn += 1
         order = tenants[offset:] + tenants[:offset]
+        lightest = min(self._queue.weight(t) for t in tenants)
+        quantum = {t: max(1, round(self._queue.weight(t) / lightest)) for t in tenants}
         picked: list[_Active] = []
         budget = self.config.max_rows
         while budget > 0 and any(by_tenant[t] for t in order):
             for tenant in order:
                 queue = by_tenant[tenant]
-                if not queue:
-                    continue
-                cost = 2 if queue[0].request.guided else 1
-                if cost > budget:
-                    if not picked:  # max_rows 1 with a guided request: still make progress
-                        picked.append(queue.popleft())
-                    budget = 0
-                    break
-                picked.append(queue.popleft())
-                budget -= cost
+                for _ in range(min(quantum[tenant], len(queue))):
+                    cost = 2 if queue[0].request.guided else 1
+                    if cost > budget:
+                        if not picked:  # max_rows 1 with a guided request: still make progress
+                            picked.append(queue.popleft())
+                        return picked
+                    picked.append(queue.popleft())
+                    budget -= cost
         return picked
 
     def _banks_for(self, sets: list[tuple[str, AdapterSet]]) -> tuple[PackedBanks, dict[str, int]]:

@@ -7,10 +7,13 @@ from service.stores.base import (
     NotFound,
     Quota,
     QuotaExceeded,
+    StorageQuota,
     Store,
     StoreError,
     TenantGone,
     TenantRecord,
+    TenantUsage,
+    WorkCapExceeded,
 )
 from service.stores.local import LocalStore
 from service.stores.open import open_store
@@ -25,9 +28,12 @@ __all__ = [
     "Quota",
     "QuotaExceeded",
     "RedisStore",
+    "StorageQuota",
     "Store",
     "StoreError",
     "TenantGone",
     "TenantRecord",
+    "TenantUsage",
+    "WorkCapExceeded",
     "open_store",
 ]

@@ -16,13 +16,19 @@ data stored until it expires. Together, nothing of a deleted tenant is kept, and
 reaches a later tenant of the same name. Adapters follow the same rule: a request passes the epoch it
 authenticated with to adapter writes (checked with the write), adapter reads (an adapter is stamped with
 the epoch it was written under) and its rate window (counted per incarnation).
+
+Storage quotas: what a tenant incarnation keeps for `job_ttl_s` is bounded by the store's `StorageQuota`
+(job records by count and bytes, url files by count and bytes), checked atomically with the write that would
+pass it (`create_job`, `complete_job`, `put_files`) against a per-incarnation index of live entries that the
+store keeps with the records (stores/usage.py). The same index sums the `total` of its unfinished jobs, the
+work it has waiting.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -72,6 +78,40 @@ class QuotaExceeded(StoreError):
 class Quota(BaseModel):
     max_count: int
     max_bytes: int
+
+
+class WorkCapExceeded(StoreError):
+    """`create_job` with `max_work`: the tenant's unfinished jobs and this one would pass it. Not a quota (the
+    work finishes within minutes): the job manager answers it like the engine's TenantBusy (429)."""
+
+    def __init__(self, message: str, held: int) -> None:
+        super().__init__(message)
+        self.held = held
+
+
+class StorageQuota(BaseModel):
+    """What one tenant incarnation may keep stored at once, counted over live (unexpired) entries: job records
+    and generated files (`response_format: url`), each by count and bytes. A store enforces it atomically with
+    the write (`create_job`, `complete_job`, `put_files`); None is no limit (tools, tests)."""
+
+    max_jobs: int | None = None
+    # A record's serialized size: a few kB queued, but a finished b64_json job holds its images in it (8 images
+    # of 512 px: ~4 MB), so a count alone would let a tenant keep `max_jobs` x that for `job_ttl_s`.
+    max_job_bytes: int | None = None
+    max_files: int | None = None
+    max_file_bytes: int | None = None
+
+
+class TenantUsage(BaseModel):
+    """A tenant incarnation's live job records and files, and its unfinished jobs' work (stores/usage.py)."""
+
+    jobs: int = 0
+    job_bytes: int = 0  # serialized size of its job records, as counted at their last counted write
+    unfinished_work: int = 0  # sum of `total` (images x steps) of its queued and running job records
+    files: int = 0
+    file_bytes: int = 0
+    jobs_free_at: float | None = None  # when its oldest job record expires (frees a place)
+    files_free_at: float | None = None  # likewise its oldest file
 
 
 class TenantRecord(BaseModel):
@@ -130,6 +170,8 @@ class JobRecord(BaseModel):
 
 
 class Store(Protocol):
+    quota: StorageQuota  # per tenant: job records and files (the store enforces it; stores/usage.py)
+
     # -- tenants and keys ---------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> str:
         """Create `name` and return its first API key (the only time it is visible); Conflict if it exists."""
@@ -173,7 +215,23 @@ class Store(Protocol):
 
     # -- jobs and files -----------------------------------------------------------------------------------
     def put_job(self, job: JobRecord, ttl_s: int) -> None:
-        """Write the record; TenantGone unless `job.epoch` is its tenant's current epoch."""
+        """Write the record of a job accepted already (never refused for quota); TenantGone unless `job.epoch`
+        is its tenant's current epoch."""
+
+    def create_job(self, job: JobRecord, ttl_s: int, max_work: int | None = None) -> None:
+        """Write a new job's record, checked atomically with the write: QuotaExceeded when its tenant incarnation
+        holds `quota.max_jobs` live records already, or this record would take their bytes past
+        `quota.max_job_bytes`; WorkCapExceeded when `max_work` is given and the `total`
+        of its unfinished jobs plus this one's would pass it (unless it has none unfinished: one job is always
+        admissible); TenantGone as `put_job`."""
+
+    def delete_job(self, tenant: str, job_id: str) -> bool:
+        """Remove a finished job's record and its place in the quota (a synchronous request's, once answered);
+        False when there is no such job of the tenant's current incarnation or it is unfinished (its runner
+        would write it again)."""
+
+    def usage(self, tenant: str, epoch: str | None = None) -> TenantUsage:
+        """What the tenant incarnation `epoch` (None: the current one) holds now; empty for a deleted one."""
 
     def get_job(self, tenant: str, job_id: str) -> JobRecord | None:
         """None for a missing job, another tenant's and a deleted incarnation's (the API answers all with the
@@ -192,15 +250,23 @@ class Store(Protocol):
 
     def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
         """The final write, at most once per job (job_updates.completion); False when refused, TenantGone
-        when the job's tenant was deleted."""
+        when the job's tenant was deleted. QuotaExceeded (nothing written) when it carries a result that would
+        take the tenant's job-record bytes past `quota.max_job_bytes`: the caller then writes the job as failed
+        with that error and no result (JobManager.finish), which is never refused for quota: a job that was
+        accepted always ends with a record saying how."""
 
     def claim_job(self, tenant: str, job_id: str, owner: str, ttl_s: int) -> JobRecord | None:
         """Make `owner` the job's runner and count the attempt (job_updates.claim); a finished job comes back
         unchanged, a missing one as None, a deleted incarnation's raises TenantGone."""
 
+    def put_files(self, tenant: str, files: Mapping[str, bytes], ttl_s: int, epoch: str | None = None) -> None:
+        """Store a request's generated images (file id -> PNG), all or none, under the tenant incarnation
+        `epoch` (a job's), or the current one when None (a request answered now); TenantGone when that
+        incarnation was deleted, QuotaExceeded when they would take it over `quota.max_files` or
+        `quota.max_file_bytes`."""
+
     def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
-        """Store a generated image under the tenant incarnation `epoch` (a job's), or the current one when
-        None (a request answered now); TenantGone when that incarnation was deleted."""
+        """`put_files` of one image."""
 
     def get_file(self, tenant: str, file_id: str) -> bytes | None:
         """The image, if the tenant's current incarnation stored it and it has not expired."""

@@ -5,11 +5,12 @@ group.
 
 An API replica writes the job record and its stream entry in one MULTI (`enqueue`), so a crash between the
 two cannot leave a record no worker will ever see. A worker reads with XREADGROUP, keeps the entries it runs
-fresh with XCLAIM ... JUSTID (idle time resets: "I am alive"), and XACKs once the job's final record is
-written. Entries a worker holds but stopped touching (it died) are taken over by another with XAUTOCLAIM
-after `stale_after_s`; the job record's conditional writes (stores/job_updates.py) make the second run
-harmless if the first worker was only slow. Deleting a tenant leaves its entries in the stream but deletes
-their records: the worker that reads one finds nothing to run and acknowledges it.
+fresh with XCLAIM ... JUSTID (idle time resets: "I am alive"), and XACKs and deletes it once the job's final
+record is written, so the stream holds only unfinished work. Entries a worker holds but stopped touching (it
+died) are taken over by another with XAUTOCLAIM after `stale_after_s`; the job record's conditional writes
+(stores/job_updates.py) make the second run harmless if the first worker was only slow. Deleting a tenant
+leaves its entries in the stream but deletes their records: the worker that reads one finds nothing to run and
+acknowledges it.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ class JobStream:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    def enqueue(self, job: JobRecord, ttl_s: int) -> str:
-        """The record and its entry, atomically (TenantGone if its tenant was deleted); returns the entry id."""
-        *_, entry_id = self.store.put_job_with(
-            job, ttl_s, lambda pipe: pipe.xadd(self.key, {"job": job.id, "tenant": job.tenant})
-        )
+    def enqueue(self, job: JobRecord, ttl_s: int, max_work: int | None = None) -> str:
+        """The new job's record and its entry, atomically, or neither: TenantGone if its tenant was deleted,
+        QuotaExceeded over the store's job-record quota, WorkCapExceeded when its tenant's unfinished jobs and
+        this one would pass `max_work` (RedisStore.create_job). Returns the entry id."""
+        entry = {"job": job.id, "tenant": job.tenant}
+        *_, entry_id = self.store.create_job(job, ttl_s, max_work, also=lambda pipe: pipe.xadd(self.key, entry))
         return entry_id.decode()
 
     def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -77,7 +79,12 @@ class JobStream:
             self.client.xclaim(self.key, self.group, consumer, 0, entry_ids, justid=True)
 
     def ack(self, entry_id: str) -> None:
-        self.client.xack(self.key, self.group, entry_id)
+        """Acknowledged and deleted: XACK alone leaves every entry in the stream, which would then grow with
+        every job ever made. The group's lag stays known: the entry was delivered already."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(self.key, self.group, entry_id)
+            pipe.xdel(self.key, entry_id)
+            pipe.execute()
 
     def release(self, deliveries: list[Delivery]) -> None:
         """Give entries back that this consumer took but never started (a draining worker): acknowledged and
@@ -87,6 +94,7 @@ class JobStream:
         with self.client.pipeline(transaction=True) as pipe:
             for d in deliveries:
                 pipe.xack(self.key, self.group, d.entry_id)
+                pipe.xdel(self.key, d.entry_id)
                 pipe.xadd(self.key, {"job": d.job_id, "tenant": d.tenant})
             pipe.execute()
 

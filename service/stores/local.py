@@ -14,10 +14,21 @@ Layout:
     jobs/<tenant>/<id>.json            JobRecord + expires
     files/<tenant>/<epoch>/<id>.png    generated images; mtime = expiry time
     rates/<tenant>.json                {window, counts: {epoch: requests}}
+    usage/<tenant>.json                {epoch, jobs: {id: [expires, work, bytes]}, files: {id: [expires, bytes]}}
 
-Deleting a tenant removes its adapters/, jobs/ and files/ directories under the lock, and every job or file
-write checks the tenant's epoch under the same lock (stores/base.py: epochs), so a write that comes after
-the delete is refused instead of re-creating a directory the next tenant of that name would read.
+Deleting a tenant removes its adapters/, jobs/ and files/ directories and its usage index under the lock, and
+every job or file write checks the tenant's epoch under the same lock (stores/base.py: epochs), so a write that
+comes after the delete is refused instead of re-creating a directory the next tenant of that name would read.
+
+The usage index is what the storage quota counts (stores/usage.py): a new job's record and every file are
+added to it, checked, under the lock; a job's later writes update it only when it finishes (its work leaves
+the unfinished sum, its expiry moves, its bytes are counted again with its result, checked), not on every
+heartbeat. It is written without fsync: a power cut can
+only lose recent entries, which undercounts until they expire, never refuses a tenant wrongly.
+
+A process killed inside `atomic_write` leaves its temporary file (`.<name>.<random>.tmp`, next to the target:
+an adapter upload's can be 64 MiB); opening the store removes them. Every write holds the lock, so one taken
+for the sweep means no other process is half-way through one.
 """
 
 from __future__ import annotations
@@ -25,15 +36,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from service import keys
 from service.names import ADAPTER_NAME, TENANT_NAME
@@ -44,11 +56,25 @@ from service.stores.base import (
     Conflict,
     JobRecord,
     Quota,
+    StorageQuota,
     TenantRecord,
+    TenantUsage,
     check_epoch,
     stamp_epoch,
 )
 from service.stores.quota import check_quota
+from service.stores.usage import check_files, check_job, check_result, check_work, live, record_bytes, summarize
+
+log = logging.getLogger(__name__)
+
+TEMP_NAME = re.compile(r"\..+\.tmp")  # atomic_write's temporary files; no stored name starts with "."
+
+
+class Index(TypedDict):
+    """A tenant incarnation's usage index, as read under the lock (live entries only)."""
+
+    jobs: dict[str, tuple[float, int, int]]  # id -> (expires, unfinished work, record bytes)
+    files: dict[str, tuple[float, int]]  # id -> (expires, bytes)
 
 
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
@@ -81,13 +107,27 @@ def _read_json(path: Path) -> Any | None:
 
 
 class LocalStore(job_updates.ConditionalJobWrites):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, quota: StorageQuota | None = None) -> None:
         self.root = Path(root)
-        for sub in ("tenants", "keys", "adapters", "jobs", "files", "rates"):
+        self.quota = quota or StorageQuota()
+        for sub in ("tenants", "keys", "adapters", "jobs", "files", "rates", "usage"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._callbacks: list[ChangeCallback] = []
         self._callbacks_lock = threading.Lock()
         self._thread_lock = threading.Lock()  # flock is per open file description; threads need their own lock
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of writes a killed process never finished (see the module's docstring)."""
+        removed = 0
+        with self._locked():
+            for directory, _, names in os.walk(self.root):
+                for name in names:
+                    if TEMP_NAME.fullmatch(name):
+                        Path(directory, name).unlink(missing_ok=True)
+                        removed += 1
+        if removed:
+            log.info("removed temporary files of interrupted writes", extra={"files": removed})
 
     # -- plumbing -----------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -129,9 +169,31 @@ class LocalStore(job_updates.ConditionalJobWrites):
     def _file_path(self, tenant: str, epoch: str, file_id: str) -> Path:
         return self._files_dir(tenant) / epoch / f"{file_id}.png"  # epoch "": files/<tenant>/<id>.png
 
+    def _usage_path(self, tenant: str) -> Path:
+        return self.root / "usage" / f"{_safe(TENANT_NAME, tenant)}.json"
+
     def _epoch(self, tenant: str) -> str | None:
         record = self.get_tenant(tenant)
         return None if record is None else record.epoch
+
+    def _read_index(self, tenant: str, epoch: str, now: float) -> Index:
+        """The live entries of that incarnation's usage index (empty for another incarnation's or a damaged one:
+        undercounting until its entries would have expired beats refusing the tenant forever)."""
+        try:
+            raw = _read_json(self._usage_path(tenant)) or {}
+        except ValueError:
+            log.warning("unreadable usage index: counting from empty", extra={"tenant": tenant})
+            raw = {}
+        if raw.get("epoch") != epoch:
+            raw = {}
+        # an entry without bytes (an index of the release before job bytes were counted) counts 0 until it expires
+        jobs = {k: (float(e[0]), int(e[1]), int(e[2]) if len(e) > 2 else 0) for k, e in raw.get("jobs", {}).items()}
+        files = {k: (float(e), int(n)) for k, (e, n) in raw.get("files", {}).items()}
+        return Index(jobs=live(jobs, now), files=live(files, now))
+
+    def _write_index(self, tenant: str, epoch: str, index: Index) -> None:
+        body = {"epoch": epoch, **{kind: {k: list(v) for k, v in entries.items()} for kind, entries in index.items()}}
+        atomic_write(self._usage_path(tenant), json.dumps(body).encode(), durable=False)
 
     # -- tenants and keys ---------------------------------------------------------------------------------
     def create_tenant(self, name: str) -> str:
@@ -157,6 +219,7 @@ class LocalStore(job_updates.ConditionalJobWrites):
                 if directory.exists():
                     shutil.rmtree(directory)
             self._rate_path(name).unlink(missing_ok=True)
+            self._usage_path(name).unlink(missing_ok=True)
             self._tenant_path(name).unlink()  # last: a delete that failed half-way can be run again
         for adapter in adapters:
             self._notify(name, adapter)
@@ -237,15 +300,70 @@ class LocalStore(job_updates.ConditionalJobWrites):
         return unsubscribe
 
     # -- jobs and files -----------------------------------------------------------------------------------
-    def _write_job(self, job: JobRecord, ttl_s: int) -> None:
-        """The caller holds the lock and has checked the job's epoch."""
-        body = job.model_dump(mode="json") | {"expires": time.time() + ttl_s}
+    def _write_job(self, job: JobRecord, ttl_s: int, index: Index | None = None, size: int | None = None) -> None:
+        """The caller holds the lock and has checked the job's epoch. The usage index is updated when the caller
+        passes it (read under this lock) or the job is finished: a heartbeat leaves it alone (its record's
+        size barely changes: stores/usage.py). `size`: `record_bytes(job)`, when the caller measured it."""
+        now = time.time()
+        body = job.model_dump(mode="json") | {"expires": now + ttl_s}
         atomic_write(self._job_path(job.tenant, job.id), json.dumps(body).encode())
+        if index is None and job.terminal:
+            index = self._read_index(job.tenant, job.epoch, now)
+        if index is not None:
+            size = record_bytes(job) if size is None else size
+            index["jobs"][job.id] = (now + ttl_s, 0 if job.terminal else job.total, size)
+            self._write_index(job.tenant, job.epoch, index)
 
     def put_job(self, job: JobRecord, ttl_s: int) -> None:
         with self._locked():
             job_updates.require_current(job, self._epoch(job.tenant))
-            self._write_job(job, ttl_s)
+            self._write_job(job, ttl_s, self._read_index(job.tenant, job.epoch, time.time()))
+
+    def create_job(self, job: JobRecord, ttl_s: int, max_work: int | None = None) -> None:
+        with self._locked():
+            job_updates.require_current(job, self._epoch(job.tenant))
+            now = time.time()
+            index = self._read_index(job.tenant, job.epoch, now)
+            others = {k: v for k, v in index["jobs"].items() if k != job.id}  # a retried write is not a second job
+            usage, size = summarize(others, {}, now), record_bytes(job)
+            if job.id not in index["jobs"]:
+                check_job(usage, self.quota, ttl_s, now, size)
+            check_work(usage.unfinished_work, job.total, max_work)
+            self._write_job(job, ttl_s, index, size)
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        """`Store.complete_job`: the completion rule, and a record carrying a result checked against the tenant's
+        job bytes, under the lock."""
+        with self._locked():
+            write, answer = job_updates.completion(self._load_job(job.tenant, job.id), job, self._epoch(job.tenant))
+            if write is None:
+                return answer
+            now = time.time()
+            index, size = self._read_index(job.tenant, job.epoch, now), record_bytes(write)
+            if write.result is not None:  # a failure or cancellation is never refused: the job must end
+                others = {k: v for k, v in index["jobs"].items() if k != job.id}
+                check_result(summarize(others, {}, now), self.quota, size, ttl_s, now)
+            self._write_job(write, ttl_s, index, size)
+        return answer
+
+    def delete_job(self, tenant: str, job_id: str) -> bool:
+        with self._locked():
+            job = self.get_job(tenant, job_id)
+            if job is None or not job.terminal:
+                return False
+            self._job_path(tenant, job_id).unlink(missing_ok=True)
+            index = self._read_index(tenant, job.epoch, time.time())
+            index["jobs"].pop(job_id, None)
+            self._write_index(tenant, job.epoch, index)
+        return True
+
+    def usage(self, tenant: str, epoch: str | None = None) -> TenantUsage:
+        current = self._epoch(tenant)
+        if current is None or epoch not in (None, current):
+            return TenantUsage()
+        now = time.time()
+        index = self._read_index(tenant, current, now)
+        return summarize(index["jobs"], index["files"], now)
 
     def _load_job(self, tenant: str, job_id: str) -> JobRecord | None:
         if not job_id.replace("-", "").replace("_", "").isalnum():
@@ -303,12 +421,29 @@ class LocalStore(job_updates.ConditionalJobWrites):
                 self._write_job(write, ttl_s)
         return answer
 
-    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+    def put_files(self, tenant: str, files: Mapping[str, bytes], ttl_s: int, epoch: str | None = None) -> None:
         with self._locked():
-            path = self._file_path(tenant, check_epoch(tenant, epoch, self._epoch(tenant)), file_id)
-            atomic_write(path, data)
-            expires = time.time() + ttl_s
-            os.utime(path, (expires, expires))
+            current = check_epoch(tenant, epoch, self._epoch(tenant))
+            now = time.time()
+            index = self._read_index(tenant, current, now)
+            usage = summarize({}, {k: v for k, v in index["files"].items() if k not in files}, now)
+            check_files(usage, self.quota, len(files), sum(len(data) for data in files.values()), now)
+            expires, written = now + ttl_s, []
+            try:
+                for file_id, data in files.items():
+                    path = self._file_path(tenant, current, file_id)
+                    atomic_write(path, data)
+                    written.append(path)
+                    os.utime(path, (expires, expires))
+                    index["files"][file_id] = (expires, len(data))
+            except BaseException:  # all or none: a full disk must not leave files the index does not count
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+            self._write_index(tenant, current, index)
+
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+        self.put_files(tenant, {file_id: data}, ttl_s, epoch)
 
     def get_file(self, tenant: str, file_id: str) -> bytes | None:
         epoch = self._epoch(tenant)

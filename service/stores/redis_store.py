@@ -9,6 +9,9 @@ Keys (all under `prefix`):
     blob:<tenant>:<name>:<sha>   the uploaded file
     job:<id>                     JobRecord JSON (tenant, epoch), with TTL
     tenant_jobs:<name>:<epoch>   sorted set id -> expiry time, of that tenant incarnation's job records
+    tenant_work:<name>:<epoch>   hash id -> `total` (images x steps), of its unfinished job records
+    tenant_job_bytes:<name>:<epoch>  hash id -> bytes of the record's JSON, of its job records
+    tenant_files:<name>:<epoch>  sorted set "<id> <bytes>" -> expiry time, of its files
     jobs:open                    sorted set id -> heartbeat, of unfinished jobs
     jobs:stream                  the job queue of `diffplex worker` (stores/job_stream.py)
     file:<tenant>:<epoch>:<id>   PNG bytes, with TTL
@@ -19,11 +22,20 @@ Read-modify-write sections (quota checks, cancel, claims) use WATCH / MULTI, so 
 the same tenant serialize. Pub/sub only frees cache memory early: the adapter cache re-checks each
 adapter's sha256 against the metadata read per request, so a missed message cannot serve a stale adapter.
 
+Storage quotas (stores/usage.py) count the live members of those per-incarnation indexes: a new job
+(`create_job`), a job's final record with its result (`complete_job`) or a request's files (`put_files`) WATCH
+the indexes they join, count them and write in one MULTI, so writers racing on one tenant (on any replica) never
+pass the quota together. Each write trims the members that expired (their records and files are gone with their
+TTL), and the indexes expire with their last member. A record's bytes are set at every write of it (its JSON
+is at hand, and the HSET rides in the MULTI that writes it); they are counted only while its id is a live
+member of `tenant_jobs`.
+
 Every job and file write WATCHes `tenant:<name>` and checks the epoch it was made for (stores/base.py:
 epochs). Deleting a tenant first takes that record with GETDEL, so a write in flight fails its EXEC, reads
 again and is refused; then it removes the incarnation's jobs (listed in its `tenant_jobs` set, since job keys
-do not name their tenant) and its files (SCAN MATCH on `file:<tenant>:<epoch>:*`, never KEYS). Both are keyed
-by the epoch, so a tenant re-created while the delete runs has other keys and loses nothing.
+do not name their tenant) and its files (SCAN MATCH on `file:<tenant>:<epoch>:*`, never KEYS), then its usage
+indexes. All are keyed by the epoch, so a tenant re-created while the delete runs has other keys and loses
+nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -46,12 +58,15 @@ from service.stores.base import (
     Conflict,
     JobRecord,
     Quota,
+    StorageQuota,
     TenantRecord,
+    TenantUsage,
     check_epoch,
     stamp_epoch,
 )
 from service.stores.quota import check_quota
 from service.stores.redis_client import redis_client
+from service.stores.usage import check_files, check_job, check_result, check_work, record_bytes, summarize
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +78,38 @@ def _glob_literal(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+def _job_entries(
+    members: list[tuple[bytes, float]], work: dict[bytes, bytes], sizes: dict[bytes, bytes]
+) -> dict[str, tuple[float, int, int]]:
+    """id -> (expiry, unfinished work, record bytes) from `tenant_jobs` (live members), `tenant_work` and
+    `tenant_job_bytes`."""
+    return {m.decode(): (score, int(work.get(m, 0)), int(sizes.get(m, 0))) for m, score in members}
+
+
+def _file_entries(members: list[tuple[bytes, float]]) -> dict[str, tuple[float, int]]:
+    """id -> (expiry, bytes) from the live members of `tenant_files`."""
+    entries = {}
+    for member, score in members:
+        file_id, _, size = member.decode().rpartition(" ")
+        entries[file_id] = (score, int(size))
+    return entries
+
+
+def _after(now: float) -> str:
+    """ZRANGEBYSCORE's bound for the members still live at `now` (expiry strictly later)."""
+    return f"({now!r}"
+
+
 class RedisStore(job_updates.ConditionalJobWrites):
-    def __init__(self, url: str, prefix: str = "diffplex:", options: RedisClientSettings | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "diffplex:",
+        options: RedisClientSettings | None = None,
+        quota: StorageQuota | None = None,
+    ) -> None:
         self.prefix = prefix
+        self.quota = quota or StorageQuota()
         self.client = redis_client(url, options or RedisClientSettings())
         self.channel = f"{prefix}adapters.changed"
         self._callbacks: list[ChangeCallback] = []
@@ -133,6 +177,9 @@ class RedisStore(job_updates.ConditionalJobWrites):
             pipe.srem(self.k("tenants"), name)
             pipe.execute()
         self._delete_jobs(name, epoch)
+        self.client.unlink(
+            *(self.k(index, name, epoch) for index in ("tenant_work", "tenant_job_bytes", "tenant_files"))
+        )
         for kind in ("file", "rate"):  # its images, and its rate counters (they would expire with their window)
             self._unlink(self.client.scan_iter(match=_glob_literal(self.k(kind, name, epoch, "")) + "*", count=1000))
         for meta in metas:
@@ -269,7 +316,8 @@ class RedisStore(job_updates.ConditionalJobWrites):
     def write_job(self, pipe: redis.client.Pipeline, job: JobRecord, ttl_s: int) -> None:
         """Queue the writes of one job record on `pipe`, inside a transaction that checked its epoch."""
         now = time.time()
-        pipe.set(self.k("job", job.id), job.model_dump_json(), ex=ttl_s)
+        raw = job.model_dump_json().encode()  # its length is `usage.record_bytes(job)`
+        pipe.set(self.k("job", job.id), raw, ex=ttl_s)
         if job.terminal:
             pipe.zrem(self.k("jobs", "open"), job.id)
         else:
@@ -277,27 +325,138 @@ class RedisStore(job_updates.ConditionalJobWrites):
         index = self.k("tenant_jobs", job.tenant, job.epoch)
         pipe.zadd(index, {job.id: now + ttl_s})
         pipe.zremrangebyscore(index, "-inf", now)  # ids whose records expired: the index stays bounded
-        pipe.expire(index, ttl_s, nx=True)  # and goes with the incarnation's last record
+        self._expire_with(pipe, index, ttl_s)
+        work = self.k("tenant_work", job.tenant, job.epoch)
+        if job.terminal:
+            pipe.hdel(work, job.id)  # an emptied hash is deleted by Redis
+        else:
+            pipe.hset(work, job.id, job.total)
+            self._expire_with(pipe, work, ttl_s)
+        sizes = self.k("tenant_job_bytes", job.tenant, job.epoch)
+        pipe.hset(sizes, job.id, len(raw))
+        self._expire_with(pipe, sizes, ttl_s)
+
+    @staticmethod
+    def _expire_with(pipe: redis.client.Pipeline, index: str, ttl_s: int) -> None:
+        """An index goes with the incarnation's last record: its TTL is the latest of its members'."""
+        pipe.expire(index, ttl_s, nx=True)
         pipe.expire(index, ttl_s, gt=True)
 
     def put_job(self, job: JobRecord, ttl_s: int) -> None:
-        self.put_job_with(job, ttl_s)
-
-    def put_job_with(
-        self, job: JobRecord, ttl_s: int, also: Callable[[redis.client.Pipeline], object] | None = None
-    ) -> list[Any]:
-        """`put_job`, with more writes queued by `also` in the same MULTI (the job stream's entry); EXEC's
-        answers."""
-
-        def attempt(pipe: redis.client.Pipeline) -> list[Any]:
+        def attempt(pipe: redis.client.Pipeline) -> None:
             job_updates.require_current(job, self._watch_epoch(pipe, job.tenant))
             pipe.multi()
+            self.write_job(pipe, job, ttl_s)
+            pipe.execute()
+
+        self._transact(attempt)
+
+    def create_job(
+        self,
+        job: JobRecord,
+        ttl_s: int,
+        max_work: int | None = None,
+        also: Callable[[redis.client.Pipeline], object] | None = None,
+    ) -> list[Any]:
+        """`Store.create_job`, with more writes queued by `also` in the same MULTI (the job stream's entry);
+        EXEC's answers. The tenant's indexes are WATCHed: a heartbeat of one of its jobs landing meanwhile only
+        makes it count again."""
+        jobs, work, sizes = self._job_indexes(job)
+        size = record_bytes(job)
+
+        def attempt(pipe: redis.client.Pipeline) -> list[Any]:
+            job_updates.require_current(job, self._watch_epoch(pipe, job.tenant, jobs, work, sizes))
+            now = time.time()
+            members = pipe.zrangebyscore(jobs, _after(now), "+inf", withscores=True)
+            held, held_sizes = pipe.hgetall(work), pipe.hgetall(sizes)
+            entries = _job_entries(members, held, held_sizes)
+            known = entries.pop(job.id, None) is not None  # a retried write is not a second job
+            usage = summarize(entries, {}, now)
+            if not known:
+                check_job(usage, self.quota, ttl_s, now, size)
+            check_work(usage.unfinished_work, job.total, max_work)
+            live_ids = {m for m, _ in members}
+            pipe.multi()
+            for index, fields in ((work, held), (sizes, held_sizes)):
+                expired = [field for field in fields if field not in live_ids]  # their records are gone
+                if expired:
+                    pipe.hdel(index, *expired)
             self.write_job(pipe, job, ttl_s)
             if also is not None:
                 also(pipe)
             return pipe.execute()
 
         return self._transact(attempt)
+
+    def _job_indexes(self, job: JobRecord) -> tuple[str, str, str]:
+        """The usage indexes of the job's tenant incarnation: `tenant_jobs`, `tenant_work`, `tenant_job_bytes`."""
+        jobs, work, sizes = (
+            self.k(index, job.tenant, job.epoch) for index in ("tenant_jobs", "tenant_work", "tenant_job_bytes")
+        )
+        return jobs, work, sizes
+
+    def complete_job(self, job: JobRecord, ttl_s: int) -> bool:
+        """`Store.complete_job`: the completion rule, and a record carrying a result checked against its tenant's
+        job bytes. Only then are the tenant's indexes WATCHed with the record: a failure or cancellation is
+        never refused, so it does not retry for the tenant's other writes."""
+        key = self.k("job", job.id)
+        jobs, _, sizes = self._job_indexes(job)
+        checked = job.result is not None and self.quota.max_job_bytes is not None
+        size = record_bytes(job) if checked else 0
+
+        def attempt(pipe: redis.client.Pipeline) -> bool:
+            current = self._watch_epoch(pipe, job.tenant, key, *((jobs, sizes) if checked else ()))
+            raw = pipe.get(key)
+            write, answer = job_updates.completion(
+                None if raw is None else JobRecord.model_validate_json(raw), job, current
+            )
+            if write is None:
+                return answer
+            if checked:
+                now = time.time()
+                members = pipe.zrangebyscore(jobs, _after(now), "+inf", withscores=True)
+                others = _job_entries(members, {}, pipe.hgetall(sizes))
+                others.pop(job.id, None)  # replaced by this write
+                check_result(summarize(others, {}, now), self.quota, size, ttl_s, now)
+            pipe.multi()
+            self.write_job(pipe, write, ttl_s)
+            pipe.execute()
+            return answer
+
+        return self._transact(attempt)
+
+    def delete_job(self, tenant: str, job_id: str) -> bool:
+        key = self.k("job", job_id)
+
+        def attempt(pipe: redis.client.Pipeline) -> bool:
+            current = self._watch_epoch(pipe, tenant, key)
+            raw = pipe.get(key)
+            job = None if raw is None else job_updates.visible(JobRecord.model_validate_json(raw), tenant, current)
+            if job is None or not job.terminal:
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self.k("tenant_jobs", tenant, job.epoch), job_id)
+            pipe.hdel(self.k("tenant_work", tenant, job.epoch), job_id)
+            pipe.hdel(self.k("tenant_job_bytes", tenant, job.epoch), job_id)
+            pipe.zrem(self.k("jobs", "open"), job_id)
+            pipe.execute()
+            return True
+
+        return self._transact(attempt)
+
+    def usage(self, tenant: str, epoch: str | None = None) -> TenantUsage:
+        record = self.get_tenant(tenant)
+        if record is None or epoch not in (None, record.epoch):
+            return TenantUsage()
+        now = time.time()
+        with self.client.pipeline() as pipe:  # MULTI: one snapshot of the four indexes
+            pipe.zrangebyscore(self.k("tenant_jobs", tenant, record.epoch), _after(now), "+inf", withscores=True)
+            pipe.hgetall(self.k("tenant_work", tenant, record.epoch))
+            pipe.hgetall(self.k("tenant_job_bytes", tenant, record.epoch))
+            pipe.zrangebyscore(self.k("tenant_files", tenant, record.epoch), _after(now), "+inf", withscores=True)
+            members, work, sizes, files = pipe.execute()
+        return summarize(_job_entries(members, work, sizes), _file_entries(files), now)
 
     def _update_job(
         self,
@@ -376,14 +535,33 @@ class RedisStore(job_updates.ConditionalJobWrites):
                     continue  # another replica claimed it first
         return claimed
 
-    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+    def put_files(self, tenant: str, files: Mapping[str, bytes], ttl_s: int, epoch: str | None = None) -> None:
+        size = sum(len(data) for data in files.values())
+
         def attempt(pipe: redis.client.Pipeline) -> None:
             current = check_epoch(tenant, epoch, self._watch_epoch(pipe, tenant))
+            index = self.k("tenant_files", tenant, current)
+            pipe.watch(index)  # with the tenant's record: a racing writer or a delete aborts the EXEC
+            now = time.time()
+            held = _file_entries(pipe.zrangebyscore(index, _after(now), "+inf", withscores=True))
+            replaced = {k: v for k, v in held.items() if k in files}  # the same id written again counts once
+            usage = summarize({}, {k: v for k, v in held.items() if k not in files}, now)
+            check_files(usage, self.quota, len(files), size, now)
             pipe.multi()
-            pipe.set(self.k("file", tenant, current, file_id), data, ex=ttl_s)
+            for file_id, data in files.items():
+                pipe.set(self.k("file", tenant, current, file_id), data, ex=ttl_s)
+            if replaced:
+                pipe.zrem(index, *(f"{k} {n}" for k, (_, n) in replaced.items()))
+            pipe.zadd(index, {f"{k} {len(data)}": now + ttl_s for k, data in files.items()})
+            pipe.zremrangebyscore(index, "-inf", now)
+            self._expire_with(pipe, index, ttl_s)
             pipe.execute()
 
-        self._transact(attempt)
+        if files:
+            self._transact(attempt)
+
+    def put_file(self, tenant: str, file_id: str, data: bytes, ttl_s: int, epoch: str | None = None) -> None:
+        self.put_files(tenant, {file_id: data}, ttl_s, epoch)
 
     def get_file(self, tenant: str, file_id: str) -> bytes | None:
         record = self.get_tenant(tenant)

@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diffplex worker: {problem}", file=sys.stderr)
         return 2
 
+    from service.api.http_server import uvicorn_options
     from service.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        **uvicorn_options(settings),  # its probes stay answerable: the same connection bounds as the API
     )
     server = _Server(config)
     server.run()

@@ -5,7 +5,13 @@ import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from adapters.errors import AdapterError
-from adapters.textual_inversion import build_inputs_embeds, build_inputs_embeds_batch, split_prompt, ti_table
+from adapters.textual_inversion import (
+    build_inputs_embeds,
+    build_inputs_embeds_batch,
+    check_tokens,
+    split_prompt,
+    ti_table,
+)
 from adapters.types import TextualInversion
 
 
@@ -60,3 +66,31 @@ def test_table_refuses_duplicates() -> None:
     assert set(ti_table([a, TextualInversion({"<dog>": torch.ones(1, 4)})])) == {"<cat>", "<dog>"}
     with pytest.raises(AdapterError, match="defined by two of your embeddings"):
         ti_table([a, b])
+
+
+def test_tokens_match_whole_not_inside_words() -> None:
+    assert split_prompt("asks sks sks's sks2 tasks", ["sks"]) == ["asks ", ("sks",), " ", ("sks",), "'s sks2 tasks"]
+    # punctuation-bracketed tokens match anywhere, as diffusers' added tokens do
+    assert split_prompt("x<c>y", ["<c>"]) == ["x", ("<c>",), "y"]
+    assert split_prompt("a_b", ["a"]) == ["a_b"]  # `_` is a word character, as in CLIP's words
+
+
+def test_a_token_inside_a_word_leaves_the_embeddings_alone(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel
+) -> None:
+    table = text_encoder.get_input_embeddings()
+    plain = build_inputs_embeds("a banana", {}, tokenizer, table)
+    assert torch.equal(build_inputs_embeds("a banana", {"ban": torch.ones(1, 32)}, tokenizer, table), plain)
+    spliced = build_inputs_embeds("a ban", {"ban": torch.ones(1, 32)}, tokenizer, table)
+    assert torch.equal(spliced[2], torch.ones(32))  # BOS, "a", then the token's vector
+
+
+def test_tokens_the_tokenizer_already_has_are_refused(tokenizer: CLIPTokenizer) -> None:
+    check_tokens(["<cat>", "mystyle", "<a>"], tokenizer)
+    for word in ("a", "red", "Red", "<|endoftext|>"):
+        with pytest.raises(AdapterError, match="already in the tokenizer's vocabulary.*Choose a token"):
+            check_tokens([word], tokenizer)
+    with pytest.raises(AdapterError, match="spaces"):
+        check_tokens(["my style"], tokenizer)
+    with pytest.raises(AdapterError, match="1 to 100 characters"):
+        check_tokens(["<" + "x" * 100 + ">"], tokenizer)

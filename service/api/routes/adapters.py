@@ -31,7 +31,8 @@ def view(meta: AdapterMeta) -> dict[str, Any]:
 
 @router.put(
     "/v1/adapters/{name}",
-    responses={201: {"description": "Created"}, 200: {"description": "Replaced"}, **errors(*MODEL, 403, 404, 409)},
+    # 429: the tenant's upload rate or concurrent uploads (checked by the request middleware before the body)
+    responses={201: {"description": "Created"}, 200: {"description": "Replaced"}, **errors(*MODEL, 403, 404, 409, 429)},
 )
 async def put_adapter(
     name: str,
@@ -50,7 +51,15 @@ async def put_adapter(
     if len(data) > limits.max_upload_bytes:
         raise ApiError(413, f"the file is larger than {limits.max_upload_bytes} bytes", param="file", code="too_large")
     meta = await asyncio.to_thread(
-        inspect_upload, data, name, kind, token, model.info.spec, model.limits, limits.max_upload_bytes
+        inspect_upload,
+        data,
+        name,
+        kind,
+        token,
+        model.info.spec,
+        model.limits,
+        limits.max_upload_bytes,
+        model.info.tokenizer_dir,
     )
     if meta.tokens:
         others = await asyncio.to_thread(state.store.list_adapters, caller.name, caller.epoch)

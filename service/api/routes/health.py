@@ -46,7 +46,10 @@ async def readyz(state: State) -> JSONResponse:
     responses={200: content("text/plain", "Prometheus text format")},
 )
 async def metrics(state: State) -> Response:
-    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    # Rendering walks every series (milliseconds, more with many routes): off the event loop, so probes and
+    # other requests are not held behind a scrape.
+    text = await asyncio.to_thread(state.metrics.render)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/v1/models", tags=["models"], responses=errors(*AUTHENTICATED))

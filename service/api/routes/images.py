@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -18,13 +19,14 @@ from service.api.responses import GENERATION, errors
 from service.api.schemas import ImageParams, ImagesResponse
 from service.errors import ApiError
 from service.generation import Plan
-from service.images import decode_image
-from service.results import render
+from service.images import ImageInputError, check_image, decode_image
+from service.results import check_file_room, render
 from service.runner import Runner
 
 router = APIRouter(tags=["images"])
 
 JSON_FORM_FIELDS = ("adapters", "guidance_interval")  # structured values sent as JSON strings in a form
+MAX_NUMBER_CHARS = 32  # `strength`: a number, not a megabyte of digits
 
 
 DISCONNECT_POLL_S = 0.5
@@ -56,6 +58,9 @@ async def _until_done_or_gone(request: Request, waiter: asyncio.Future, on_gone:
 async def _run(request: Request, state: State, caller: Caller, runner: Runner, plan: Plan) -> dict[str, Any]:
     """Images of the caller's incarnation: stored files are refused (TenantGone: 404) if it was deleted
     while they were made, even if a tenant of that name exists again."""
+    # url images over the tenant's file quota are refused before they are made, not after (403)
+    room = (state.store, caller.name, caller.epoch, plan.response_format, len(plan.requests))
+    await asyncio.to_thread(check_file_room, *room)
     batch = runner.submit(plan.requests)
 
     async def free_rows() -> None:  # its rows leave the engine at the next tick
@@ -94,12 +99,15 @@ async def _run_queued(
         await jobs.cancel(tenant, record.id)
 
     final = await _until_done_or_gone(request, asyncio.ensure_future(jobs.wait(tenant, record.id)), cancel)
+    if final is not None and final.terminal:  # answered now: its record must not hold a place in the job quota
+        await jobs.forget(tenant, record.id)
     if final is None:
         raise ApiError(500, "the request expired before a worker finished it: retry", type="server_error")
     if final.status == "succeeded":
         return final.result or {}
     error = final.error or {}
-    status = 409 if error.get("code") == "cancelled" else 400 if error.get("type") == "invalid_request_error" else 500
+    client_error = 400 if error.get("type") == "invalid_request_error" else 500
+    status = {"cancelled": 409, "quota_exceeded": 403}.get(error.get("code") or "", client_error)
     raise ApiError(
         status, error.get("message", "the request failed"), error.get("type", "server_error"), code=error.get("code")
     )
@@ -120,6 +128,18 @@ async def generations(params: ImageParams, request: Request, state: State, calle
     return await _run(request, state, caller, model.runner, plan)
 
 
+async def _uploaded_image(data: bytes, largest: int, decode: bool) -> np.ndarray | None:
+    """The edit's image, refused from its header when a side exceeds `largest`, before any pixel is decoded.
+    `decode=False` (role "api": a worker decodes it from the job) checks the header only."""
+    try:
+        if not decode:
+            await asyncio.to_thread(check_image, data, largest)
+            return None
+        return await asyncio.to_thread(decode_image, data, largest)
+    except ImageInputError as error:
+        raise ApiError(400, str(error), param="image", code="invalid_value") from None
+
+
 @router.post(
     "/v1/images/edits",
     response_model=ImagesResponse,
@@ -128,7 +148,7 @@ async def generations(params: ImageParams, request: Request, state: State, calle
     dependencies=[RateLimited],
 )
 async def edits(request: Request, state: State, caller: Caller, model: Model) -> Any:
-    """Image to image: multipart `image` (PNG / JPEG), `prompt`, `strength` (0-1, default 0.8) and the
+    """Image to image: multipart `image` (PNG, JPEG or WebP), `prompt`, `strength` (0-1, default 0.8) and the
     generation fields as form fields (`adapters` and `guidance_interval` as JSON)."""
     form = await request.form(max_files=2, max_fields=64)
     image = form.get("image") or form.get("image[]")
@@ -143,9 +163,12 @@ async def edits(request: Request, state: State, caller: Caller, model: Model) ->
                 fields[key] = json.loads(fields[key])
             except json.JSONDecodeError:
                 raise ApiError(400, f"{key} must be JSON in a form field, e.g. {key}=[...]", param=key) from None
+    raw_strength = form.get("strength", "0.8")
     try:
         params = ImageParams.model_validate(fields)
-        strength = float(form.get("strength", 0.8))  # type: ignore[arg-type]
+        if not isinstance(raw_strength, str) or len(raw_strength) > MAX_NUMBER_CHARS:
+            raise ValueError(raw_strength)
+        strength = float(raw_strength)
     except ValidationError as error:
         raise RequestValidationError(error.errors()) from None
     except ValueError:
@@ -153,9 +176,10 @@ async def edits(request: Request, state: State, caller: Caller, model: Model) ->
     data = await image.read()
     if len(data) > state.settings.limits.max_upload_bytes:
         raise ApiError(413, f"the image is larger than {state.settings.limits.max_upload_bytes} bytes", param="image")
+    # no side generated here is larger than 4 x native (GenerationRequest.validate)
+    pixels = await _uploaded_image(data, 4 * model.info.image_size, decode=model.runner is not None)
     if model.runner is None:
         return await _run_queued(request, caller, model, params, data, strength)
-    pixels = await asyncio.to_thread(decode_image, data)
     plan = await asyncio.to_thread(
         state.plan, params, caller.name, caller.epoch, request.state.request_id, pixels, strength
     )

@@ -154,3 +154,75 @@ def test_kohya_refusals() -> None:
         load_adapter(safetensors_bytes(kohya() | {"lora_unet_mid_block_x.dora_scale": torch.ones(1, 4)}))
     with pytest.raises(AdapterError, match="unsupported LoRA layout"):  # LyCORIS LoHa keys
         load_adapter(safetensors_bytes(kohya() | {"lora_unet_mid_block_x.hada_w1_a": torch.ones(4, 4)}))
+
+
+KQ = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+TE_FC2 = "lora_te_text_model_encoder_layers_1_mlp_fc2"
+
+
+def without(tensors: dict[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in tensors.items() if k != key}
+
+
+BROKEN_KOHYA = {
+    "down-without-up": (without(kohya(), f"{KQ}.lora_up.weight"), f"{KQ} has lora_down.weight but no lora_up"),
+    "up-without-down": (without(kohya(), f"{KQ}.lora_down.weight"), f"{KQ} has lora_up.weight but no lora_down"),
+    "te-down-without-up": (without(kohya(), f"{TE_FC2}.lora_up.weight"), f"{TE_FC2} has lora_down.weight but no"),
+    "alpha-vector": (kohya() | {f"{KQ}.alpha": torch.ones(3)}, f"{KQ}.alpha must be a scalar"),
+    "rank-mismatch": (
+        kohya() | {f"{KQ}.lora_up.weight": torch.ones(32, 3)},
+        "lora_down has rank 4 but lora_up has rank 3",
+    ),
+    "1d-down": (kohya() | {f"{KQ}.lora_down.weight": torch.ones(32)}, f"{KQ}: lora_down is \\(32,\\)"),
+    "0d-down-no-alpha": (
+        without(kohya(), f"{KQ}.alpha") | {f"{KQ}.lora_down.weight": torch.tensor(1.0)},
+        f"{KQ}: lora_down is \\(\\)",
+    ),
+    "conv-3x3": (
+        kohya() | {f"{KQ}.lora_down.weight": torch.ones(4, 32, 3, 3), f"{KQ}.lora_up.weight": torch.ones(32, 4, 1, 1)},
+        "lora_down is \\(4, 32, 3, 3\\).*only linear",
+    ),
+    "conv-5d": (kohya() | {f"{KQ}.lora_up.weight": torch.ones(32, 4, 1, 1, 1)}, "lora_up \\(32, 4, 1, 1, 1\\)"),
+    "dotted-module": (
+        kohya()
+        | {"lora_unet_a.b.lora_down.weight": torch.ones(4, 32), "lora_unet_a.b.lora_up.weight": torch.ones(32, 4)},
+        "kohya keys are <module>.lora_down.weight.*not lora_unet_a.b.lora_down.weight",
+    ),
+    "unknown-te-module": (
+        kohya() | {"lora_te_zzz.lora_down.weight": torch.ones(4, 32), "lora_te_zzz.lora_up.weight": torch.ones(32, 4)},
+        "text_encoder.zzz.lora.down.weight",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_KOHYA))
+def test_broken_kohya_files_are_refused_naming_the_module(case: str) -> None:
+    """diffusers' converter trusts the file: a `lora_down` without its `lora_up` was a KeyError (a 500)."""
+    tensors, message = BROKEN_KOHYA[case]
+    with pytest.raises(AdapterError, match=message):
+        load_adapter(safetensors_bytes(tensors))
+
+
+def test_pattern_keys_are_module_paths_matched_like_peft() -> None:
+    meta = {"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"^to_q": 1, "attn1.to_q": 2, "to_q": 3}}
+    assert lora(peft_file(metadata=meta)).layers[f"unet.{Q}"].alpha == 2.0  # the first key that is a suffix
+    whole = {**meta, "unet.alpha_pattern": {f"^{Q}": 5}}
+    assert lora(peft_file(metadata=whole)).layers[f"unet.{Q}"].alpha == 5.0
+
+
+@pytest.mark.parametrize("key", [".*.*.*.*.*.*.*.*z", "(", "to_q|to_k", ""])
+def test_regex_pattern_keys_are_refused_before_any_matching(key: str) -> None:
+    """peft would run each key as a regex on every module: eight `.*` take 21 s per module name."""
+    meta = {"unet.r": 4, "unet.rank_pattern": {key: 4}}
+    with pytest.raises(AdapterError, match="is not a module path"):
+        load_adapter(peft_file(metadata=meta))
+
+
+def test_a_header_length_starting_with_a_pickle_byte_is_still_safetensors() -> None:
+    """One header length in 256 begins with 0x80, a pickle's protocol byte: such a file was refused as a .pt."""
+    for pad in range(256):
+        data = peft_file(metadata={"unet.r": 4, "pad": "x" * pad})
+        if data[0] == 0x80:
+            assert set(lora(data).layers) == {f"unet.{Q}", f"unet.{PROJ_IN}", f"text_encoder.{TE_Q}"}
+            return
+    raise AssertionError("no padding gave a header length starting with 0x80")

@@ -86,6 +86,26 @@ def test_edits_run_image_to_image(alice: httpx.Client) -> None:
     assert_error(odd_size, 400, "16x15", "resize")
 
 
+def test_edits_refuse_an_image_larger_than_the_model_from_its_header(alice: httpx.Client) -> None:
+    bomb = io.BytesIO()
+    Image.new("L", (4096, 4096)).save(bomb, format="PNG")  # 16 KB that would decode to 48 MiB of RGB
+    data = {"prompt": "a red circle", "steps": "2"}
+    answer = alice.post("/v1/images/edits", files={"image": ("bomb.png", bomb.getvalue())}, data=data)
+    assert assert_error(answer, 400, "4096x4096", "takes images up to")["param"] == "image"
+    gif = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(gif, format="GIF")
+    answer = alice.post("/v1/images/edits", files={"image": ("in.gif", gif.getvalue())}, data=data)
+    assert assert_error(answer, 400, "PNG, JPEG or WebP")["param"] == "image"
+
+
+def test_bounded_fields_sizes_and_weights(alice: httpx.Client) -> None:
+    post = lambda body: alice.post("/v1/images/generations", json={"prompt": "a red circle", **FAST, **body})  # noqa: E731
+    assert assert_error(post({"size": "１６x１６"}), 400, "ASCII digits")["param"] == "size"
+    assert assert_error(post({"prompt": "a <lora:s:1e308>"}), 400, "from -10 to 10")["param"] == "prompt"
+    assert assert_error(post({"user": "u" * 257}), 400, "user")["param"] == "user"
+    assert assert_error(post({"adapters": [{"name": f"a{i}"} for i in range(65)]}), 400, "at most 64")
+
+
 def test_bad_requests_get_a_400_naming_the_problem(alice: httpx.Client) -> None:
     post = lambda body: alice.post("/v1/images/generations", json=body)  # noqa: E731
     ok = {"prompt": "a red circle", **FAST}

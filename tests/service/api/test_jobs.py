@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 
+from tests.service.api.conftest import make_tenant
+from tests.service.api.server import ADMIN_KEY, Server
 from tests.service.api.test_images import FAST, assert_error, b64_pixels
 
 PROMPT = "a red circle on a blue background"
@@ -81,3 +86,55 @@ def test_cancelling_a_running_job(alice: httpx.Client) -> None:
         assert final["error"]["code"] == "cancelled"
         events = read_events(alice, job["id"])
         assert events[-1][0] == "error" and events[-1][1]["status"] == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def quota_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Small storage quotas: 3 job records and 2 url images per tenant."""
+    root = tmp_path_factory.mktemp("quota-server")
+    process = Server(
+        tiny_model_dir,
+        root / "data",
+        root / "server.log",
+        DIFFPLEX_LIMITS__MAX_JOBS_PER_TENANT="3",
+        DIFFPLEX_LIMITS__MAX_FILES_PER_TENANT="2",
+        DIFFPLEX_LIMITS__RATE_PER_MINUTE="0",
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def quota_tenant(server: Server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120) as admin:
+        return make_tenant(admin, server)
+
+
+def test_a_job_over_the_record_quota_is_refused_at_creation_and_nothing_is_accepted(quota_server: Server) -> None:
+    alice = quota_tenant(quota_server)
+    created = [alice.post("/v1/jobs", json={"prompt": PROMPT, "seed": i, **FAST}) for i in range(3)]
+    assert [c.status_code for c in created] == [202] * 3, [c.text for c in created]
+    refused = alice.post("/v1/jobs", json={"prompt": PROMPT, "seed": 3, **FAST})
+    error = assert_error(refused, 403, "you have 3 job records stored and the limit is 3", "the oldest expires in")
+    assert (error["type"], error["code"]) == ("insufficient_quota", "quota_exceeded")
+    assert "location" not in refused.headers
+    assert all(wait_terminal(alice, c.json()["id"])["status"] == "succeeded" for c in created)
+    records = sorted(p.stem for p in (quota_server.log_path.parent / "data" / "jobs" / alice.tenant).glob("*.json"))
+    assert records == sorted(c.json()["id"] for c in created)  # the refused job was never stored, nor run
+    alice.close()
+
+
+def test_a_url_job_without_room_for_its_images_is_refused_at_creation(quota_server: Server) -> None:
+    bob = quota_tenant(quota_server)
+    body = {"prompt": PROMPT, "response_format": "url", **FAST}
+    error = assert_error(bob.post("/v1/jobs", json={**body, "n": 3}), 403, "the limit is 2", "b64_json")
+    assert error["code"] == "quota_exceeded"
+    job = bob.post("/v1/jobs", json={**body, "n": 2})
+    assert job.status_code == 202, job.text
+    done = wait_terminal(bob, job.json()["id"])
+    assert done["status"] == "succeeded" and all("url" in d for d in done["result"]["data"])
+    assert_error(bob.post("/v1/jobs", json={**body, "n": 1}), 403, "you have 2 url images stored")
+    assert bob.post("/v1/jobs", json={"prompt": PROMPT, **FAST}).status_code == 202  # b64_json stores no file
+    bob.close()

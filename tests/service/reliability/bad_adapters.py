@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from adapters.spec import BackboneSpec
-from tests.adapters.builders import safetensors_bytes, torch_save_bytes
+from tests.adapters.builders import peft_to_kohya, safetensors_bytes, torch_save_bytes
 from tests.service.api.adapter_files import lora_file, ti_file, vpt_file
 
 Builder = Callable[[BackboneSpec, Path], bytes]  # (spec, sentinel path a payload would create) -> file bytes
@@ -261,6 +261,81 @@ def integer_pt(spec: BackboneSpec, sentinel: Path) -> bytes:
     return torch_save_bytes({"<x>": torch.ones(1, spec.token_embedding_dim, dtype=torch.int64)})
 
 
+def kohya_lora(spec: BackboneSpec) -> tuple[str, dict[str, torch.Tensor]]:
+    """A valid kohya-ss file on the first U-Net target (rank 2, alpha 2) and its kohya module name."""
+    target = spec.targets("unet")[0]
+    peft = {
+        f"{target.name}.lora_A.weight": torch.randn(2, target.d_in),
+        f"{target.name}.lora_B.weight": torch.randn(target.d_out, 2),
+    }
+    tensors = peft_to_kohya(peft, alpha=2.0)
+    module = next(k for k in tensors if k.endswith(".lora_down.weight")).split(".")[0]
+    return module, tensors
+
+
+def kohya_variant(change: Callable[[str, dict[str, torch.Tensor]], None]) -> Builder:
+    """diffusers' kohya converter trusts the file: these were KeyErrors and IndexErrors (500s) before."""
+
+    def build(spec: BackboneSpec, sentinel: Path) -> bytes:
+        module, tensors = kohya_lora(spec)
+        change(module, tensors)
+        return safetensors_bytes(tensors)
+
+    return build
+
+
+def _drop_up(m: str, t: dict) -> None:
+    del t[f"{m}.lora_up.weight"]
+
+
+def _drop_down(m: str, t: dict) -> None:
+    del t[f"{m}.lora_down.weight"], t[f"{m}.alpha"]
+
+
+def _vector_alpha(m: str, t: dict) -> None:
+    t[f"{m}.alpha"] = torch.ones(3)
+
+
+def _rank_mismatch(m: str, t: dict) -> None:
+    t[f"{m}.lora_up.weight"] = torch.randn(t[f"{m}.lora_up.weight"].shape[0], 3)
+
+
+def _one_d(m: str, t: dict) -> None:
+    t[f"{m}.lora_down.weight"] = t[f"{m}.lora_down.weight"][0].clone()
+    t[f"{m}.lora_up.weight"] = t[f"{m}.lora_up.weight"][:, 0].clone()
+
+
+def _scalar_down_no_alpha(m: str, t: dict) -> None:
+    del t[f"{m}.alpha"]
+    t[f"{m}.lora_down.weight"] = torch.tensor(1.0)
+
+
+def _unknown_module(m: str, t: dict) -> None:
+    t["lora_unet_no_such_block.lora_down.weight"] = torch.randn(2, 8)
+    t["lora_unet_no_such_block.lora_up.weight"] = torch.randn(8, 2)
+
+
+def _conv_3x3(m: str, t: dict) -> None:
+    down = t[f"{m}.lora_down.weight"]
+    t[f"{m}.lora_down.weight"] = torch.randn(*down.shape[:2], 3, 3)
+
+
+def _dotted_key(m: str, t: dict) -> None:
+    t[f"{m}.x.lora_down.weight"] = t.pop(f"{m}.lora_down.weight")
+
+
+def lora_regex_pattern(spec: BackboneSpec, sentinel: Path) -> bytes:
+    """peft would match this rank_pattern key as a regex against every module name: 21 s each."""
+    config = json.dumps({"unet.r": 2, "unet.rank_pattern": {".*" * 8 + "z": 2}})
+    return safetensors_bytes(load_lora(lora_file(spec)), {"lora_adapter_metadata": config})
+
+
+def load_lora(data: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(data)
+
+
 def random_bytes(spec: BackboneSpec, sentinel: Path) -> bytes:
     return b"GIF89a" + random.Random(0).randbytes(4096)
 
@@ -306,4 +381,19 @@ BAD_FILES = [
     BadFile("random-bytes", random_bytes, ("not a safetensors file",)),
     BadFile("empty-file", empty, ("empty",)),
     BadFile("kind-mismatch", lambda spec, _: ti_file(spec, "<x>"), ("not lora",), form={"kind": "lora"}),
+    BadFile("kind-oversized", lambda spec, _: ti_file(spec, "<x>"), ("kind has 4096",), form={"kind": "k" * 4096}),
+    BadFile("token-oversized", lambda spec, _: ti_file(spec, "<x>"), ("token has 4096",), form={"token": "t" * 4096}),
+    BadFile("ti-token-is-a-letter", lambda spec, _: ti_file(spec, "a"), ("'a' is already in the tokenizer's",)),
+    BadFile("ti-token-is-a-word", lambda spec, _: ti_file(spec, "<x>"), ("'red' is already",), form={"token": "red"}),
+    BadFile("ti-token-special", lambda spec, _: ti_file(spec, "<|endoftext|>"), ("already in the tokenizer",)),
+    BadFile("kohya-down-without-up", kohya_variant(_drop_up), ("has lora_down.weight but no lora_up.weight",)),
+    BadFile("kohya-up-without-down", kohya_variant(_drop_down), ("has lora_up.weight but no lora_down.weight",)),
+    BadFile("kohya-alpha-vector", kohya_variant(_vector_alpha), ("alpha must be a scalar", "(3,)")),
+    BadFile("kohya-rank-mismatch", kohya_variant(_rank_mismatch), ("lora_down has rank 2 but lora_up has rank 3",)),
+    BadFile("kohya-1d-tensors", kohya_variant(_one_d), ("only linear",)),
+    BadFile("kohya-scalar-down", kohya_variant(_scalar_down_no_alpha), ("lora_down is ()",)),
+    BadFile("kohya-unknown-module", kohya_variant(_unknown_module), ("does not cover", "unet.no.such.block")),
+    BadFile("kohya-conv-3x3", kohya_variant(_conv_3x3), ("3, 3)", "only linear")),
+    BadFile("kohya-dotted-key", kohya_variant(_dotted_key), ("kohya keys are", ".x.lora_down.weight")),
+    BadFile("lora-regex-pattern", lora_regex_pattern, ("is not a module path",)),
 ]

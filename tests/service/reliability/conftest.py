@@ -22,6 +22,7 @@ SHARED_ENV = {
     "DIFFPLEX_LIMITS__MAX_N": "2",
     "DIFFPLEX_LIMITS__MAX_PROMPT_CHARS": "300",
     "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",  # one tenant sends thousands of requests
+    "DIFFPLEX_LIMITS__UPLOAD_RATE_PER_MINUTE": "0",  # and uploads the whole hostile-file catalogue
     "DIFFPLEX_LIMITS__MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
     "DIFFPLEX_LIMITS__MAX_BODY_BYTES": str(256 * 1024),
 }
