@@ -7,6 +7,7 @@ failed jobs, SSE `error` events).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from adapters import AdapterError
@@ -39,6 +40,14 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def retry_later(status: int, message: str, code: str, retry_s: float, type: str = "rate_limit_error") -> ApiError:  # noqa: A002
+    """A refusal the caller may retry: `message` ends with the same whole seconds (at least 1) that
+    `Retry-After` gives."""
+    seconds = max(1, math.ceil(retry_s))
+    headers = {"Retry-After": str(seconds)}
+    return ApiError(status, f"{message}: retry in {seconds}s", type=type, code=code, headers=headers)
+
+
 def not_found(what: str, param: str | None = None) -> ApiError:
     """The same answer for "missing" and "another tenant's": existence does not leak across tenants."""
     return ApiError(404, f"{what} not found", param=param, code="not_found")
@@ -60,14 +69,7 @@ def as_api_error(error: Exception) -> ApiError | None:
                 headers={"Retry-After": str(RETRY_AFTER_QUEUE_S)},
             )
         case TenantBusy():
-            seconds = max(1, round(error.retry_after_s))
-            return ApiError(
-                429,
-                f"{error}: retry in {seconds}s",
-                type="rate_limit_error",
-                code="tenant_busy",
-                headers={"Retry-After": str(seconds)},
-            )
+            return retry_later(429, str(error), "tenant_busy", error.retry_after_s)
         case Cancelled():
             return ApiError(409, str(error), code="cancelled")
         case QuotaExceeded():

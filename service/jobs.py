@@ -14,12 +14,15 @@ tenant's epoch (stores/base.py): once the tenant is deleted, its store writes ra
 dropped (its engine rows cancelled, its images and record never written), even if a tenant of the same name
 exists again by then.
 
-What a tenant may hold is checked when a job is created, never after it was accepted: its live job records
-(the store's quota, checked atomically with the record's write: over it, 403 and nothing stored), room for
-its images when they are stored (url format; checked again when they are written: a job whose images no
-longer fit fails with quota_exceeded and stores none), and, with the job stream, its unfinished work: jobs wait
-in Redis there, not in this replica's engine, so the store's sum of their `total` stands in for the engine's
-per-tenant cap (TenantBusy, 429).
+What a tenant may hold is checked when a job is created: its live job records by count and bytes (the store's
+quota, checked atomically with the record's write: over it, 403 and nothing stored), room for its images when
+they are stored (url format; checked again when they are written: a job whose images no longer fit fails with
+quota_exceeded and stores none), and, with the job stream, its unfinished work: jobs wait in Redis there, not
+in this replica's engine, so the store's sum of their `total` stands in for the engine's per-tenant cap
+(TenantBusy, 429). An accepted job is never dropped: a b64_json job keeps its images in its record, and if
+they do not fit the tenant's job bytes when it finishes (too many, or other jobs filled them meanwhile), the
+store refuses that final write and the job ends failed with quota_exceeded, without its images (`finish`). Its
+outcome is shown (GET, events) only once stored, so nobody is shown images its record does not keep.
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from typing import Any
 from service.engine import Cancelled, QueueFull, TenantBusy
 from service.errors import as_api_error
 from service.generation import Plan
-from service.images import decode_image
+from service.images import MAX_SIDE, decode_image
 from service.params import ImageParams
 from service.results import check_file_room, render
 from service.runner import Batch, Runner
 from service.settings import Settings
-from service.stores.base import JobRecord, Store, TenantGone, WorkCapExceeded, check_epoch
+from service.stores.base import JobRecord, QuotaExceeded, Store, TenantGone, WorkCapExceeded, check_epoch
 from service.stores.job_stream import JobStream
 from service.stores.usage import check_job
 
@@ -122,8 +125,10 @@ class JobManager:
         settings: Settings,
         stream: JobStream | None = None,
         replica: str | None = None,
+        max_image_side: int = MAX_SIDE,
     ) -> None:
         self.store = store
+        self.max_image_side = max_image_side  # img2img sources: refused from their header beyond it
         self.stream = stream  # set: jobs are enqueued for workers instead of run here
         self.runner = runner  # None: this replica runs no model (role "api": `stream` is set and takes every job)
         self.planner = planner
@@ -171,7 +176,7 @@ class JobManager:
         # deleted since it authenticated: refused before any work (the store's writes check again, atomically)
         check_epoch(tenant, epoch, None if incarnation is None else incarnation.epoch)
         await asyncio.to_thread(self._check_room, tenant, epoch, params)
-        pixels = None if image is None else await asyncio.to_thread(decode_image, image)
+        pixels = None if image is None else await asyncio.to_thread(decode_image, image, self.max_image_side)
         plan = await asyncio.to_thread(self.planner, params, tenant, epoch, request_id, pixels, strength)
         resolved = params.model_copy(update={"seed": plan.requests[0].seed})  # a re-run makes the same images
         request: dict[str, Any] = {"params": resolved.model_dump(mode="json"), "base_url": base_url}
@@ -203,8 +208,9 @@ class JobManager:
         return record.model_copy()
 
     def _check_room(self, tenant: str, epoch: str, params: ImageParams) -> None:
-        """Blocking. Refused before it is planned when the tenant holds its quota of job records, or has no room
-        left for its url images; the store checks the record again, atomically, when it writes it."""
+        """Blocking. Refused before it is planned when the tenant holds its quota of job records (by count, or
+        at its bytes), or has no room left for its url images; the store checks the record again, atomically,
+        when it writes it."""
         usage = self.store.usage(tenant, epoch)
         check_job(usage, self.store.quota, self.ttl_s, time.time())
         check_file_room(self.store, tenant, epoch, params.response_format, params.n, usage)
@@ -247,7 +253,7 @@ class JobManager:
         """Blocking: the plan of a stored job, as its request was accepted (seeds resolved, image included)."""
         params = ImageParams.model_validate(record.request.get("params", {}))
         image = record.request.get("image")
-        pixels = None if image is None else decode_image(base64.b64decode(image))
+        pixels = None if image is None else decode_image(base64.b64decode(image), self.max_image_side)
         strength = float(record.request.get("strength", 0.8))
         return self.planner(params, record.tenant, record.epoch, record.id, pixels, strength)
 
@@ -255,6 +261,8 @@ class JobManager:
         """Run to the end and write the outcome; True once the job's record is final (by this run or another:
         its queue entry may then be acknowledged)."""
         record = live.record
+        # the outcome, kept off `live.record` until stored: the store may turn a result into a failure (finish)
+        final: JobRecord | None = None
         try:
             results = await self.runner.wait(batch)
             data = await asyncio.to_thread(
@@ -268,30 +276,35 @@ class JobManager:
                 self.ttl_s,
                 record.epoch,  # refused once the tenant is deleted, whoever has its name now
             )
-            record.result = {"created": int(time.time()), "data": data}
-            record.status, record.step = "succeeded", record.total
+            result = {"created": int(time.time()), "data": data}
+            final = record.model_copy(update={"result": result, "status": "succeeded", "step": record.total})
         except Cancelled:
-            record.status, record.error = "cancelled", CANCELLED
+            final = record.model_copy(update={"status": "cancelled", "error": CANCELLED})
         except TenantGone:
             live.orphaned = True
         except Exception as error:  # noqa: BLE001 - recorded on the job: the client reads it there
             log.warning("job failed", extra={"job": record.id, "error": str(error)})
-            record.status, record.error = "failed", error_body(error)
-        live.touch()
+            final = record.model_copy(update={"status": "failed", "error": error_body(error)})
         try:
-            if live.orphaned:  # engine rows finished or cancelled; their output goes nowhere
+            if live.orphaned or final is None:  # engine rows finished or cancelled; their output goes nowhere
                 log_dropped(record.id, record.tenant)
                 return True  # nothing will ever be written: its queue entry may be acknowledged
             if live.lost:
                 log.info("duplicate run dropped", extra={"job": record.id, "owner": self.replica})
                 return False
-            return await self.finish(record)
+            final.updated = time.time()
+            done = await self.finish(final)
+            live.record = final  # as stored (or as it will be retried), shown until `live` is dropped below
+            return done
         finally:
             self.live.pop(record.id, None)
+            live.touch()  # its followers (events) read it again: from the store now
 
     async def finish(self, record: JobRecord) -> bool:
         """Write a final record at most once (retried through store hiccups: it is all a poller sees);
-        True when the stored record is final afterwards, whoever wrote it."""
+        True when the stored record is final afterwards, whoever wrote it. A result the tenant's job bytes
+        cannot hold is refused by the store (nothing written): `record` becomes a failure saying so, without
+        its images, and that is written instead (a failure is never refused for quota)."""
         for attempt in range(FINAL_WRITE_ATTEMPTS):
             try:
                 if await asyncio.to_thread(self.store.complete_job, record.model_copy(), self.ttl_s):
@@ -303,6 +316,9 @@ class JobManager:
             except TenantGone:
                 log_dropped(record.id, record.tenant)
                 return True
+            except QuotaExceeded as full:  # at most once: the failure carries no result, nothing to check
+                log.warning("job result over its tenant's job bytes", extra={"job": record.id, "error": str(full)})
+                record.status, record.result, record.error = "failed", None, error_body(full)
             except Exception:  # noqa: BLE001 - a store hiccup: try again
                 log.exception("could not write the job's outcome", extra={"job": record.id})
                 await asyncio.sleep(0.5 * 2**attempt)

@@ -65,6 +65,7 @@ class HttpSettings(BaseModel):
     max_connections: int = Field(256, ge=1)  # concurrent connections and requests; beyond: 503
     body_timeout_s: float = Field(30.0, gt=0)  # the whole body must arrive within this (1 byte/s clients)
     body_idle_timeout_s: float = Field(10.0, gt=0)  # and no pause between its chunks longer than this
+    head_timeout_s: float = Field(10.0, gt=0)  # a request's line and headers (a few hundred bytes) within this
     # Image URLs (`response_format: url`) are built from this, never from the request's Host header, which
     # a client chooses. None: http://{host}:{port} of these settings.
     public_base_url: str | None = None

@@ -105,7 +105,10 @@ async def load_model(state: ServiceState) -> None:
     limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens)
     cache = AdapterCache(state.store, info.spec, limits, settings.adapter_cache_bytes, state.metrics)
     runner = Runner(engine, state.metrics) if engine is not None else None
-    job_manager = JobManager(state.store, runner, state.plan, settings, stream, settings.worker.consumer)
+    largest = 4 * info.image_size  # the largest side a request may generate (GenerationRequest.validate)
+    job_manager = JobManager(
+        state.store, runner, state.plan, settings, stream, settings.worker.consumer, max_image_side=largest
+    )
     job_manager.start(recover=stream is None)
     worker = StreamWorker(job_manager, stream, engine, settings) if stream is not None and engine is not None else None
     if worker is not None:

@@ -85,10 +85,11 @@ class BodyRefused(StarletteHTTPException):
 
 
 class BodyReader:
-    """`receive` for the app, holding the body to `limit` bytes, to `whole_s` seconds from the request's head
-    and to `idle_s` seconds of silence between chunks. The first breach is kept in `refusal` and raised as
-    BodyRefused. Once the body is complete it passes messages through untouched: the app keeps waiting on
-    `receive` for the client's disconnect, for as long as a generation or an event stream lasts."""
+    """`receive` for the app, holding the body to `limit` bytes, to `whole_s` seconds from the request's
+    admission (head read, key checked) and to `idle_s` seconds of silence between chunks. The first breach is
+    kept in `refusal` and raised as BodyRefused. Once the body is complete it passes messages through
+    untouched: the app keeps waiting on `receive` for the client's disconnect, for as long as a generation or
+    an event stream lasts."""
 
     def __init__(
         self, receive: Receive, limit: int, http: HttpSettings, on_complete: Callable[[], None] | None = None

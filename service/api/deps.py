@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 
 from service import keys
 from service.api.state import ModelParts, ServiceState
-from service.errors import ApiError
+from service.errors import ApiError, retry_later
 from service.logs import tenant_var
 from service.stores.base import TenantRecord
 
@@ -117,10 +117,6 @@ async def model_parts(state: State) -> ModelParts:
 Model = Annotated[ModelParts, Depends(model_parts)]
 
 
-def _seconds(retry_s: float) -> int:
-    return max(1, int(retry_s + 0.999))
-
-
 async def rate_limited(state: State, caller: Caller) -> None:
     """Generation routes only: a window per tenant incarnation per minute, shared by every replica via the
     store (a request of a deleted incarnation does not count against a new tenant of the same name)."""
@@ -130,13 +126,8 @@ async def rate_limited(state: State, caller: Caller) -> None:
     retry = await asyncio.to_thread(state.store.rate_hit, caller.name, limit, 60, caller.epoch)
     if retry > 0:
         state.metrics.rate_limited.inc()
-        seconds = _seconds(retry)
-        raise ApiError(
-            429,
-            f"rate limit of {limit} generation requests per minute reached: retry in {seconds}s",
-            type="rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(seconds)},
+        raise retry_later(
+            429, f"rate limit of {limit} generation requests per minute reached", "rate_limit_exceeded", retry
         )
 
 
@@ -153,11 +144,6 @@ async def check_upload_rate(state: ServiceState, caller: TenantRecord) -> None:
     retry = await asyncio.to_thread(state.store.rate_hit, caller.name, limit, 60, f"{caller.epoch}:upload")
     if retry > 0:
         state.metrics.rate_limited.inc()
-        seconds = _seconds(retry)
-        raise ApiError(
-            429,
-            f"rate limit of {limit} adapter uploads per minute reached: retry in {seconds}s",
-            type="rate_limit_error",
-            code="upload_rate_exceeded",
-            headers={"Retry-After": str(seconds)},
+        raise retry_later(
+            429, f"rate limit of {limit} adapter uploads per minute reached", "upload_rate_exceeded", retry
         )

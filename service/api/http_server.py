@@ -117,8 +117,8 @@ class HeadTimeoutH11Protocol(H11Protocol):
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of `uvicorn.run` / `uvicorn.Config` that bound connections: at
     `http.max_connections` connections with requests in flight uvicorn answers 503 at once (idle ones make
-    room); a request head must arrive within `http.body_timeout_s`, as its body must after it."""
-    bounds = {"head_timeout_s": settings.http.body_timeout_s, "parked": {}}
+    room); a request head must arrive within `http.head_timeout_s`, and its body within `http.body_timeout_s`."""
+    bounds = {"head_timeout_s": settings.http.head_timeout_s, "parked": {}}
     protocol = type("HeadTimeoutH11Protocol", (HeadTimeoutH11Protocol,), bounds)
     return {
         "http": protocol,

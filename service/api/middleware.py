@@ -7,19 +7,20 @@ the headers before anything has called `receive`.
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import re
 import time
 import uuid
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.body import BodyReader, declares_body, policy_for, refusal_from_headers
 from service.api.gate import NOTHING_HELD, admit, gated
 from service.api.state import ServiceState
-from service.errors import ApiError, as_api_error
 from service.logs import request_id_var, tenant_var
 from service.metrics import Metrics, method_label
 from service.settings import Settings
@@ -40,6 +41,17 @@ def route_template(scope: Scope) -> str:
                 route = candidate
                 break
     return getattr(route, "path", None) or "unmatched"
+
+
+async def error_response(scope: Scope, error: Exception) -> Response:
+    """The app's own answer to `error` (its exception handlers: the OpenAI error shape, 503 for a store outage,
+    500 for a bug), for an error raised here, outside the app, before the request reaches it."""
+    handlers = getattr(scope.get("app"), "exception_handlers", {})
+    handler = next((handlers[cls] for cls in type(error).__mro__ if cls in handlers), None)
+    if handler is None:
+        raise error
+    response = handler(Request(scope), error)
+    return await response if inspect.isawaitable(response) else response
 
 
 class RequestContext:
@@ -75,49 +87,44 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        async def refuse(error: ApiError, close: bool) -> None:
-            body = json.dumps(error.body()).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items() if k.lower() != "connection"]
-            if close:  # the body is unread: stop the connection here rather than read and discard it
-                headers.append((b"connection", b"close"))
-            await send_with_id({"type": "http.response.start", "status": error.status, "headers": headers})
-            await send_with_id({"type": "http.response.body", "body": body})
-            self.metrics.http_refused.labels(str(error.status)).inc()
+        async def refuse(error: Exception, close: bool) -> None:
+            response = await error_response(scope, error)
+            if close:  # the body is unread: end the connection rather than read and discard the rest
+                response.headers["connection"] = "close"
+            await response(scope, receive, send_with_id)
+            self.metrics.http_refused.labels(str(response.status_code)).inc()
 
         release = NOTHING_HELD
-        reader = BodyReader(receive, policy.limit, self.http)
+        reader: BodyReader | None = None
 
         async def send_from_app(message: Message) -> None:
             # FastAPI turns a BodyRefused into its own error answer (or a 400 "error parsing the body" when
-            # the parser wraps it): whatever it is, the client gets the refusal, and its connection closes.
+            # a parser wraps it): whatever it is, the client gets the refusal, and its connection closes.
             nonlocal replaced
-            if reader.refusal is not None and not response_started:
+            if reader is not None and reader.refusal is not None and not response_started:
                 replaced = True
                 await refuse(reader.refusal, close=True)
-                return
-            if not replaced:
+            elif not replaced:
                 await send_with_id(message)
 
         try:
-            refusal = refusal_from_headers(method, headers, policy)
+            refusal: Exception | None = refusal_from_headers(method, headers, policy)
             state: ServiceState | None = getattr(getattr(scope.get("app"), "state", None), "service", None)
             if refusal is None and state is not None and gated(path, policy):
                 try:
                     release = await admit(state, path, headers, policy, scope_state)
-                except Exception as error:  # noqa: BLE001 - only the refusals are answered here
-                    refusal = as_api_error(error)
-                    if refusal is None:
-                        raise
+                except Exception as error:  # noqa: BLE001 - answered by the app's handlers, as inside it
+                    refusal = error
             if refusal is not None:
                 await refuse(refusal, close=declares_body(headers))
                 return
-            if policy.upload == "edit":  # an edit's slot is for receiving its image, not for generating
-                reader = BodyReader(receive, policy.limit, self.http, on_complete=release)
+            # An edit's upload slot is for receiving its image, not for generating; an adapter's is held
+            # while the file is parsed and stored too, where its bytes are still in memory.
+            reader = BodyReader(receive, policy.limit, self.http, release if policy.upload == "edit" else None)
             await self.app(scope, reader, send_from_app)
         except Exception:
             # The body's refusal, raised out of `receive` through the app (as is, or wrapped by a parser).
-            if reader.refusal is None or response_started:
+            if reader is None or reader.refusal is None or response_started:
                 if replaced:
                     return  # answered already: the app only re-raised it
                 raise

@@ -13,14 +13,16 @@ WHY = {
     401: "No API key, a malformed one, or one that is not (or no longer) valid",
     403: "Not allowed: an admin route, or over the tenant's adapter quota",
     404: "Not found (another tenant's resource answers exactly like a missing one), or no such route",
+    408: "The request body did not arrive in time (whole, or without long pauses): send it again",
     409: "Conflict with the current state (an existing name or token, a cancelled request)",
     413: "The body or file is larger than the configured limit",
     429: "Rate limit reached: retry after `Retry-After` seconds",
     503: "Not ready, queue full or the store does not answer: retry after `Retry-After` seconds",
 }
 
-AUTHENTICATED = (400, 401, 503)  # any route behind a tenant key: a bad header, a bad key, the store down
-MODEL = (*AUTHENTICATED, 413)  # routes that need the loaded model and may take a body
+# any route behind a tenant key: a bad header, a bad key, the store down, a body where none belongs (413)
+AUTHENTICATED = (400, 401, 413, 503)
+MODEL = (*AUTHENTICATED, 408)  # routes that need the loaded model and may take a body (408: it came too slowly)
 GENERATION = (*MODEL, 404, 409, 429)  # 404: an unknown adapter or model name; 409: cancelled underway
 
 

@@ -306,7 +306,9 @@ class LocalStore(job_updates.ConditionalJobWrites):
         size barely changes: stores/usage.py). `size`: `record_bytes(job)`, when the caller measured it."""
         now = time.time()
         body = job.model_dump(mode="json") | {"expires": now + ttl_s}
-        atomic_write(self._job_path(job.tenant, job.id), json.dumps(body).encode())
+        # compact, as Redis stores it: what the file takes is what its quota counts (`record_bytes`, + expires)
+        compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        atomic_write(self._job_path(job.tenant, job.id), compact)
         if index is None and job.terminal:
             index = self._read_index(job.tenant, job.epoch, now)
         if index is not None:

@@ -333,7 +333,7 @@ class RedisStore(job_updates.ConditionalJobWrites):
             pipe.hset(work, job.id, job.total)
             self._expire_with(pipe, work, ttl_s)
         sizes = self.k("tenant_job_bytes", job.tenant, job.epoch)
-        pipe.hset(sizes, job.id, len(raw))
+        pipe.hset(sizes, job.id, len(raw))  # at every write, heartbeats too: the JSON is at hand (stores/usage.py)
         self._expire_with(pipe, sizes, ttl_s)
 
     @staticmethod

@@ -7,12 +7,14 @@ whose expiry has passed is the record or file the store has dropped (or will dro
 its place at that moment, without a sweeper; each write trims such entries, so an index never grows beyond the
 quota.
 
-A record's bytes are counted when it is created and when its final state is written (`complete_job`: where a
-b64_json job's images arrive), not at heartbeats or claims: those change a few fields of fixed width (status,
-step, owner, heartbeat; tens of bytes), and counting them would rewrite the LocalStore's index on every
-heartbeat. The count can lag behind a running record by those tens of bytes, until its final write recounts it.
-A final write carrying a result that would pass `max_job_bytes` is refused (`check_result`); the job is then
-written as failed without its images, never refused: it is its created size plus an error message.
+A record's bytes are counted when it is created (`check_job`: the record must fit) and when its final state is
+written (`complete_job`, where a b64_json job's images arrive: `check_result`). The LocalStore leaves them as
+they were at heartbeats and claims: those change a few fixed-width fields (status, step, owner, heartbeat; tens
+of bytes), and counting them would rewrite its index file on every heartbeat, so its count may lag a running
+record by those tens of bytes until the final write recounts it. Redis recounts at every write (one HSET in
+the MULTI that writes the record anyway). A job's images are not known when it is created, so it is accepted
+while its record fits; a final write whose result would pass `max_job_bytes` is refused, and the job is then
+written as failed without its images, which is never refused: it is its created size plus an error message.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Entry = TypeVar("Entry", tuple[float, int], tuple[float, int, int])
 KiB, MiB = 1 << 10, 1 << 20
 RESULT_ADVICE = (
     "ask for response_format url (the images are stored as files and the record stays small), fewer images per "
-    "job, or fewer jobs at a time"
+    "job, or fewer jobs"
 )
 
 
@@ -54,7 +56,7 @@ def summarize(jobs: JobEntries, files: FileEntries, now: float) -> TenantUsage:
         unfinished_work=sum(work for _, work, _ in jobs.values()),
         files=len(files),
         file_bytes=sum(size for _, size in files.values()),
-        jobs_free_at=min((expires for expires, _ in jobs.values()), default=None),
+        jobs_free_at=min((entry[0] for entry in jobs.values()), default=None),
         files_free_at=min((expires for expires, _ in files.values()), default=None),
     )
 

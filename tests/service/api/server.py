@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -77,3 +79,15 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+@contextmanager
+def running_server(model_dir: Path, root: Path, **env: str) -> Iterator[Server]:
+    """A ready server whose store is `root/data` and log `root/server.log`, stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
+    server = Server(model_dir, root / "data", root / "server.log", **env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

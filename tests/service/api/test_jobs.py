@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.service.api.conftest import make_tenant
-from tests.service.api.server import ADMIN_KEY, Server
+from tests.service.api.server import ADMIN_KEY, Server, running_server
 from tests.service.api.test_images import FAST, assert_error, b64_pixels
 
 PROMPT = "a red circle on a blue background"
@@ -91,20 +91,13 @@ def test_cancelling_a_running_job(alice: httpx.Client) -> None:
 @pytest.fixture(scope="module")
 def quota_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Small storage quotas: 3 job records and 2 url images per tenant."""
-    root = tmp_path_factory.mktemp("quota-server")
-    process = Server(
-        tiny_model_dir,
-        root / "data",
-        root / "server.log",
-        DIFFPLEX_LIMITS__MAX_JOBS_PER_TENANT="3",
-        DIFFPLEX_LIMITS__MAX_FILES_PER_TENANT="2",
-        DIFFPLEX_LIMITS__RATE_PER_MINUTE="0",
-    )
-    try:
-        process.wait_ready()
+    env = {
+        "DIFFPLEX_LIMITS__MAX_JOBS_PER_TENANT": "3",
+        "DIFFPLEX_LIMITS__MAX_FILES_PER_TENANT": "2",
+        "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",
+    }
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("quota-server"), **env) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def quota_tenant(server: Server) -> httpx.Client:
@@ -138,3 +131,66 @@ def test_a_url_job_without_room_for_its_images_is_refused_at_creation(quota_serv
     assert_error(bob.post("/v1/jobs", json={**body, "n": 1}), 403, "you have 2 url images stored")
     assert bob.post("/v1/jobs", json={"prompt": PROMPT, **FAST}).status_code == 202  # b64_json stores no file
     bob.close()
+
+
+JOB_BYTES_CAP = 8000  # a record holds its request (~1 kB); 8 images of 32x32 as base64 take far more
+
+
+@pytest.fixture(scope="module")
+def job_bytes_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A small cap on the bytes of each tenant's job records."""
+    env = {"DIFFPLEX_LIMITS__MAX_JOB_BYTES_PER_TENANT": str(JOB_BYTES_CAP), "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0"}
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("job-bytes-server"), **env) as process:
+        yield process
+
+
+def test_a_b64_result_over_the_job_bytes_fails_the_job_and_a_full_tenant_gets_403(job_bytes_server: Server) -> None:
+    alice = quota_tenant(job_bytes_server)
+    big = alice.post("/v1/jobs", json={"prompt": PROMPT, "n": 8, "steps": 2, "size": "32x32"})
+    assert big.status_code == 202, big.text  # accepted: its images' size is known only once they are made
+    failed = wait_terminal(alice, big.json()["id"])
+    assert failed["status"] == "failed" and failed.get("result") is None, failed  # not lost, not silently
+    error = failed["error"]
+    assert (error["code"], error["type"]) == ("quota_exceeded", "insufficient_quota"), error
+    for words in (f"did not fit your job records' limit of {JOB_BYTES_CAP} bytes", "The images were not kept"):
+        assert words in error["message"], error["message"]
+    for advice in ("response_format url", "fewer images per job", "fewer jobs"):
+        assert advice in error["message"], error["message"]
+    assert read_events(alice, big.json()["id"])[-1] == ("error", {"id": big.json()["id"], **failed_part(failed)})
+
+    # url images are files (their own quota): the record stays small and fits
+    url = alice.post("/v1/jobs", json={"prompt": PROMPT, "n": 2, "response_format": "url", **FAST})
+    assert url.status_code == 202, url.text
+    done = wait_terminal(alice, url.json()["id"])
+    assert done["status"] == "succeeded", done
+    for item in done["result"]["data"]:
+        assert alice.get(item["url"].removeprefix(job_bytes_server.url)).status_code == 200
+
+    # small b64 jobs fill the rest; once a new record would not fit, jobs are refused before anything is stored
+    for seed in range(20):
+        created = alice.post("/v1/jobs", json={"prompt": PROMPT, "seed": seed, **FAST})
+        if created.status_code != 202:
+            break
+        final = wait_terminal(alice, created.json()["id"])
+        assert final["status"] == "succeeded" or final["error"]["code"] == "quota_exceeded", final
+    else:
+        raise AssertionError("20 small jobs never filled 8000 bytes of job records")
+    refusal = assert_error(created, 403, "your job records take", f"the limit is {JOB_BYTES_CAP} bytes per tenant")
+    assert refusal["code"] == "quota_exceeded" and "response_format url" in refusal["message"], refusal
+    again = alice.post("/v1/jobs", json={"prompt": PROMPT, "response_format": "url", **FAST})
+    assert_error(again, 403, "your job records take")  # any format: the record itself needs room
+    records = (job_bytes_server.log_path.parent / "data" / "jobs" / alice.tenant).glob("*.json")
+    assert sum(p.stat().st_size for p in records) < JOB_BYTES_CAP + 1000  # a last failure may pass it a little
+    assert alice.post("/v1/images/generations", json={"prompt": PROMPT, **FAST}).status_code == 200  # no record
+
+    bob = quota_tenant(job_bytes_server)  # the cap is per tenant
+    assert wait_terminal(bob, bob.post("/v1/jobs", json={"prompt": PROMPT, **FAST}).json()["id"])["status"] == (
+        "succeeded"
+    )
+    alice.close()
+    bob.close()
+
+
+def failed_part(job: dict) -> dict:
+    """What the events stream's `error` event carries of a finished job."""
+    return {"status": job["status"], "error": job["error"]}

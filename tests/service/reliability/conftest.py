@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.service.api.conftest import spec  # noqa: F401 - the tiny backbone's spec, as the API tests use it
-from tests.service.api.server import ADMIN_KEY, Server
+from tests.service.api.server import ADMIN_KEY, Server, running_server
 
 MiB = 1 << 20
 MAX_UPLOAD_BYTES = 2 * MiB  # above a .pt with 4,100 members (1.15 MB), so the member cap is what refuses it
@@ -26,17 +25,6 @@ SHARED_ENV = {
     "DIFFPLEX_LIMITS__MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
     "DIFFPLEX_LIMITS__MAX_BODY_BYTES": str(256 * 1024),
 }
-
-
-@contextmanager
-def running_server(model_dir: Path, root: Path, **env: str) -> Iterator[Server]:
-    root.mkdir(parents=True, exist_ok=True)
-    server = Server(model_dir, root / "data", root / "server.log", **env)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def admin_client(server: Server) -> httpx.Client:

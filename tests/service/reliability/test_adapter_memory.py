@@ -42,6 +42,7 @@ def many_adapters_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPath
         "DIFFPLEX_LIMITS__MAX_ADAPTERS_PER_TENANT": "1100",
         "DIFFPLEX_LIMITS__MAX_ADAPTER_BYTES_PER_TENANT": str(4096 * MiB),
         "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",
+        "DIFFPLEX_LIMITS__UPLOAD_RATE_PER_MINUTE": "0",  # one tenant uploads them all within a minute
     }
     with running_server(tiny_model_dir, tmp_path_factory.mktemp("many-adapters"), **env) as server:
         yield server

@@ -40,7 +40,8 @@ from tests.service.reliability.conftest import MiB, client_for, data_dir, new_te
 from tests.service.reliability.figures import record
 from tests.service.reliability.process import RssSampler, rss_mib
 
-BODY_TIMEOUT_S = 3.0  # also the request head's deadline
+BODY_TIMEOUT_S = 3.0
+HEAD_TIMEOUT_S = 2.0
 IDLE_TIMEOUT_S = 1.5
 MAX_CONNECTIONS = 12
 JSON_CAP = 64 * 1024  # the default JSON body cap
@@ -64,6 +65,7 @@ def abuse(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "TMPDIR": str(tmp),
         "DIFFPLEX_HTTP__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "DIFFPLEX_HTTP__BODY_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+        "DIFFPLEX_HTTP__HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
         "DIFFPLEX_HTTP__MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",  # (f) sends hundreds of JSON bodies
     }
@@ -184,16 +186,22 @@ def error_of(answer: Answer) -> dict[str, Any]:
     return json.loads(answer.body)["error"]
 
 
-def open_temp_bytes(pid: int, tmp: Path) -> int:
-    """Bytes of the files the server holds open under its TMPDIR plus those left there: Python's TemporaryFile
-    (what Starlette spools an upload into) has no directory entry on Linux, so listing the directory misses it."""
-    total = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+def temp_bytes(pid: int, tmp: Path) -> int:
+    """Bytes of the server's files under its TMPDIR: those it holds open (Python's TemporaryFile, which Starlette
+    spools an upload into, has no directory entry on Linux, so listing the directory misses it), plus the files
+    in that directory."""
+    total = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
             if os.readlink(fd).startswith(str(tmp)):
                 total += os.stat(fd).st_size
         except OSError:
             pass  # closed meanwhile
+    for path in tmp.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass  # deleted meanwhile
     return total
 
 
@@ -230,7 +238,7 @@ def test_a_keyless_upload_is_refused_from_its_headers(abuse: Abuse) -> None:
             assert closed_by_server(sock)
 
     pid = server.process.pid
-    files_before, temp_before = stored_files(server), open_temp_bytes(pid, abuse.tmp)
+    files_before, temp_before = stored_files(server), temp_bytes(pid, abuse.tmp)
     temp_peak = 0
     with RssSampler(pid) as rss:
         sampling = True
@@ -238,7 +246,7 @@ def test_a_keyless_upload_is_refused_from_its_headers(abuse: Abuse) -> None:
         def sample_temp() -> None:
             nonlocal temp_peak
             while sampling:
-                temp_peak = max(temp_peak, open_temp_bytes(pid, abuse.tmp) - temp_before)
+                temp_peak = max(temp_peak, temp_bytes(pid, abuse.tmp) - temp_before)
                 time.sleep(0.05)
 
         sampler = threading.Thread(target=sample_temp)
@@ -315,7 +323,7 @@ def test_slow_bodies_and_heads_are_cut_off_at_their_deadlines(abuse: Abuse) -> N
     assert IDLE_TIMEOUT_S <= stalled.after_s < IDLE_TIMEOUT_S + 1 + SLACK_S, stalled.after_s
     assert whole.headers["connection"] == stalled.headers["connection"] == "close"
     slow_head = answers["head at 1 byte/s"]  # closed without an answer: there is no request to answer yet
-    assert slow_head.status == 0 and BODY_TIMEOUT_S <= slow_head.after_s < BODY_TIMEOUT_S + SLACK_S, slow_head
+    assert slow_head.status == 0 and HEAD_TIMEOUT_S <= slow_head.after_s < HEAD_TIMEOUT_S + SLACK_S, slow_head
     assert answers["keyless"].status == 401 and answers["keyless"].after_s < 1.0  # never waits for the body
 
 
@@ -472,15 +480,16 @@ def test_upload_concurrency_and_rate_are_limited_and_spare_the_neighbours(abuse:
     error = limited[0].json()["error"]
     assert error["code"] == "upload_rate_exceeded" and f"{UPLOAD_RATE} adapter uploads per minute" in error["message"]
     assert 1 <= int(limited[0].headers["retry-after"]) <= 60
-    # The client threads share the machine's two cores with the server here: a loose bound. Refusals that
-    # read the body (or 50 accepted uploads a second) are what would move this.
+    # A loose bound: the flooding threads share the machine's cores with the server. On the tiny backbone even
+    # 47 accepted re-uploads a second cost the neighbour little (x1.0-1.7 without the limit), so this holds
+    # the refusals' own cost (key, slot and window, never the body) down rather than showing the limit's gain.
     assert slowdown < 3, (idle, flooded)
 
 
-def test_an_upload_s_memory_and_temporary_file_are_given_back(abuse: Abuse) -> None:
+def test_a_max_size_upload_gives_its_memory_and_temp_file_back(abuse: Abuse) -> None:
     server, pid = abuse.server, abuse.server.process.pid
     _, key = new_tenant(server, "big")
-    start = rss_mib(pid)
+    start, temp_before = rss_mib(pid), temp_bytes(pid, abuse.tmp)
     with RssSampler(pid) as rss:
         answers = in_threads(2, lambda: stream_upload(server, 60 * MiB, key, path="/v1/adapters/junk")[0])
     time.sleep(1.0)
@@ -492,7 +501,7 @@ def test_an_upload_s_memory_and_temporary_file_are_given_back(abuse: Abuse) -> N
         rss_end_mib=round(end, 1),
     )
     assert [a.status for a in answers] == [400, 400], answers  # read in full, inspected, refused: not an adapter
-    assert open_temp_bytes(pid, abuse.tmp) == 0
+    assert temp_bytes(pid, abuse.tmp) == temp_before  # the spooled copies were closed
     assert end - start < 48, (start, rss.peak_mib, end)  # the 2 x 60 MiB it held went back
 
 

@@ -5,6 +5,10 @@ images as usual and A's accepted jobs all succeed. On the embedded directory sto
 go through the job stream, so its enqueue is what refuses them; a tenant whose unfinished work in the stream
 would pass the fairness cap is answered 429 + Retry-After there, since no engine holds those jobs yet).
 
+A third flood, of b64_json jobs of 8 images (`b64_flood`), under a small cap on job-record bytes: every accepted
+job ends (succeeded while its images fit, else failed with quota_exceeded and no images), a tenant whose next
+record would not fit is refused at creation, and what it holds stays at the cap, not at the flood's size.
+
 Figures: what A holds in the store at the cap (the data directory's bytes; Redis MEMORY USAGE of its keys),
 against what the same flood stored before the quotas existed (`flood` and the measures below, run by a throwaway
 script against a server of the previous tree: see RELIABILITY.md).
@@ -12,6 +16,7 @@ script against a server of the previous tree: see RELIABILITY.md).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -43,6 +48,10 @@ JOB_BODY = {"prompt": LONG, "negative_prompt": LONG, "steps": 2, "size": "16x16"
 URL_BODY = {"prompt": "a red circle", "n": URL_IMAGES, "steps": 2, "size": "16x16", "response_format": "url"}
 BIG_JOB = {"prompt": "a red circle", "n": 8, "steps": 100, "size": "16x16"}  # 800 images x steps
 StoreBytes = Callable[[str, list[str]], int]  # (tenant, its job ids) -> bytes the store holds of it
+JOB_BYTES_CAP = 64 * 1024  # two records of B64_BODY's images do not fit
+B64_FLOOD = 30
+B64_BODY = {"prompt": "a red circle", "n": 8, "steps": 2, "size": "32x32"}  # ~34 KiB of base64 per record
+ERROR_SLACK = 512  # a failed job's error message (~450 bytes): written even over the cap, so the job ends
 
 
 @dataclass
@@ -216,3 +225,75 @@ def test_a_flooding_tenant_is_capped_with_redis_and_its_stream_work_too(
         entries_left = client.xlen(f"{redis_prefix}jobs:stream")
     client.close()
     assert entries_left == 0  # every finished job's stream entry went with its acknowledgement
+
+
+def b64_flood(server: Server, job_record_bytes: StoreBytes, name: str) -> None:
+    """Tenant A sends B64_FLOOD b64_json jobs at once; B sends one. `job_record_bytes(tenant, job_ids)`: the bytes
+    of those job records in the store."""
+    a_name, a_key = new_tenant(server, "b64")
+    _, b_key = new_tenant(server, "calm")
+    with client_for(server, a_key) as a, client_for(server, b_key) as b:
+        answers = [a.post("/v1/jobs", json={**B64_BODY, "seed": i}) for i in range(B64_FLOOD)]
+        b_job = b.post("/v1/jobs", json=B64_BODY)
+        accepted = [r.json()["id"] for r in answers if r.status_code == 202]
+        finals = [wait_terminal(a, job_id, timeout=300) for job_id in accepted]
+        b_final = wait_terminal(b, b_job.json()["id"], timeout=300) if b_job.status_code == 202 else {}
+        held = job_record_bytes(a_name, accepted)
+    succeeded = [f for f in finals if f["status"] == "succeeded"]
+    failed = [f for f in finals if f["status"] != "succeeded"]
+    ends = Counter(f"{f['status']} {(f.get('error') or {}).get('code') or ''}".strip() for f in finals)
+    refused = [r for r in answers if r.status_code != 202]
+    full_record = max((len(json.dumps(f["result"], separators=(",", ":"))) for f in succeeded), default=0)
+    record(
+        name,
+        job_bytes_cap=JOB_BYTES_CAP,
+        flood_jobs=B64_FLOOD,
+        images_per_job=B64_BODY["n"],
+        a_answers=dict(Counter(r.status_code for r in answers)),
+        a_jobs_final=dict(ends),
+        a_job_record_bytes=held,
+        # what the flood's records would hold without the cap: each one with its images
+        uncapped_estimate_bytes=B64_FLOOD * full_record,
+        b_job_final=b_final.get("status"),
+    )
+    assert succeeded and failed, ends  # the first results fit, the others did not
+    assert all(f["status"] == "failed" and f["error"]["code"] == "quota_exceeded" for f in failed), ends
+    assert all("result" not in f or f["result"] is None for f in failed)  # images dropped, not half kept
+    assert f"limit of {JOB_BYTES_CAP // 1024}.0 KiB" in failed[0]["error"]["message"], failed[0]
+    assert "response_format url" in failed[0]["error"]["message"], failed[0]
+    for answer in refused:  # creations refused once a record would not fit
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "quota_exceeded", answer.text
+    assert held <= JOB_BYTES_CAP + ERROR_SLACK * len(failed), held  # never the flood's size
+    assert held < B64_FLOOD * full_record / 4, (held, full_record)
+    assert b_final.get("status") == "succeeded", b_final  # B has its own bytes
+
+
+def test_a_b64_flood_is_held_to_the_job_bytes_and_every_job_ends(tiny_model_dir: Path, tmp_path: Path) -> None:
+    env = {"DIFFPLEX_LIMITS__MAX_JOB_BYTES_PER_TENANT": str(JOB_BYTES_CAP), "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0"}
+    with running_server(tiny_model_dir, tmp_path, **env) as server:
+        root = data_dir(server)
+
+        def held(tenant: str, job_ids: list[str]) -> int:
+            """The job files' own bytes, less the `expires` field each carries (not counted: stores/usage.py)."""
+            paths = list((root / "jobs" / tenant).glob("*.json"))
+            return sum(p.stat().st_size - len(f',"expires":{json.loads(p.read_bytes())["expires"]!r}') for p in paths)
+
+        b64_flood(server, held, "job_bytes_local")
+
+
+def test_a_b64_flood_is_held_to_the_job_bytes_with_redis(
+    tiny_model_dir: Path, tmp_path: Path, redis_prefix: str
+) -> None:
+    env = {"DIFFPLEX_LIMITS__MAX_JOB_BYTES_PER_TENANT": str(JOB_BYTES_CAP), "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0"}
+    env |= {"DIFFPLEX_REDIS_URL": REDIS_URL, "DIFFPLEX_REDIS_PREFIX": redis_prefix}
+    env |= {"DIFFPLEX_WORKER__BLOCK_MS": "200", "DIFFPLEX_JOBS__RESULT_POLL_S": "0.05"}
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        with running_server(tiny_model_dir, tmp_path, **env) as server:
+
+            def held(tenant: str, job_ids: list[str]) -> int:
+                return sum(client.strlen(f"{redis_prefix}job:{job_id}") for job_id in job_ids)
+
+            b64_flood(server, held, "job_bytes_redis")
+    finally:
+        client.close()
