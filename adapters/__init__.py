@@ -1,6 +1,6 @@
 """Tenant adapters (LoRA, textual inversion, VPT): file formats, validation, math, packing into slot banks, training."""
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, DiffplexError
 from adapters.formats import ReadCaps, load_adapter, load_adapter_file, vpt_to_bytes, write_vpt
 from adapters.install import BankedModel, install_banked
 from adapters.packing import PackedBanks, PackedRowCache, adapter_set_key, pack_banks
@@ -13,6 +13,7 @@ from adapters.validate import ExportLimits, validate
 __all__ = [
     "Adapter",
     "AdapterError",
+    "DiffplexError",
     "AdapterSet",
     "BackboneSpec",
     "BankedModel",

@@ -1,4 +1,4 @@
-"""Adapter sets -> slot banks, the graph inputs of the contract (docs: /work/shared/ARCHITECTURE.md).
+"""Adapter sets -> slot banks, the graph inputs of the contract (docs/graph-contract.md).
 
 Per graph (`unet`, `text_encoder`), for its i-th LoRA target (`BackboneSpec.targets(component)[i]`):
 `lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the U-Net's j-th transformer block:
@@ -128,9 +128,6 @@ class PackedBanks:
     text_encoder: dict[str, torch.Tensor]  # lora_a.{i}, lora_b.{i}
     adapter_slot: torch.Tensor  # [N] int64: row -> slot
     slot_keys: tuple[str, ...]  # slot -> adapter set key ("" for slot 0)
-
-    def for_component(self, component: str) -> dict[str, torch.Tensor]:
-        return self.unet if component == "unet" else self.text_encoder
 
     @property
     def nbytes(self) -> int:

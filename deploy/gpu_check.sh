@@ -14,6 +14,6 @@ PY=${PYTHON:-python}
 "$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 if "$PY" -c "import tensorrt" 2>/dev/null; then TRT=(--tensorrt); else TRT=(); echo "tensorrt not importable: skipping engines"; fi
 
-"$PY" -m service.cli export --model "$MODEL" --out "$OUT" --fp16 "${TRT[@]}"
-"$PY" -m service.cli export --model "$MODEL" --out "$OUT" --check-only --cuda
-"$PY" -m service.cli export --model "$MODEL" --out "$OUT" --bench --bench-rows 16
+"$PY" -m service.commands.cli export --model "$MODEL" --out "$OUT" --fp16 "${TRT[@]}"
+"$PY" -m service.commands.cli export --model "$MODEL" --out "$OUT" --check-only --cuda
+"$PY" -m service.commands.cli export --model "$MODEL" --out "$OUT" --bench --bench-rows 16

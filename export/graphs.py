@@ -1,6 +1,6 @@
 """The exported graphs as PyTorch modules: what `torch.onnx.export` traces, and the parity reference.
 
-Each wrapper takes plain tensors in the graph contract's order (docs: /work/shared/ARCHITECTURE.md),
+Each wrapper takes plain tensors in the graph contract's order (docs/graph-contract.md),
 installs the banked LoRA / VPT modules of `adapters` on the shared frozen backbone (no copy of a weight)
 and sets the banks from its own inputs, so the traced graph reads `lora_a.{i}`, `lora_b.{i}`, `vpt.{j}`,
 `vpt_mask.{j}` and `adapter_slot` as inputs: adapters differ per row at run time.
@@ -24,6 +24,7 @@ from adapters.install import BankedModel, install_banked
 from adapters.packing import ADAPTER_SLOT, is_lora_bank, lora_a_name, lora_b_name, vpt_mask_name, vpt_name
 from adapters.spec import BackboneSpec
 from adapters.text_encoder import encode_inputs_embeds
+from export.guidance import classifier_free_guidance
 
 UNET_CFG = "unet_cfg"
 UNET_PLAIN = "unet"
@@ -124,7 +125,7 @@ class UNetGraph(_Banked):
 class UNetCFGGraph(_Banked):
     """Fused classifier-free guidance: cond and uncond rows in ONE U-Net pass over 2N rows.
 
-    noise_pred = uncond + guidance_scale * (cond - uncond), per row, as diffusers' pipelines compute it.
+    The two halves are combined per row by `classifier_free_guidance` (guidance.py), as diffusers' pipelines do.
     A row's uncond half uses the same adapter slot as its cond half (the pipeline's negative prompt is
     encoded with the same adapters too). Called without `adapter_slot` and banks it is the base variant.
     """
@@ -152,13 +153,12 @@ def fused_cfg(
     uncond: torch.Tensor,
     guidance_scale: torch.Tensor,
 ) -> torch.Tensor:
-    """One U-Net pass over [cond rows; uncond rows], then uncond + g * (cond - uncond) per row."""
+    """One U-Net pass over [cond rows; uncond rows], then classifier-free guidance per row (guidance.py)."""
     rows = sample.shape[0]
     both = unet(
         torch.cat([sample, sample]), torch.cat([timestep, timestep]), torch.cat([cond, uncond]), return_dict=False
     )[0]
-    cond_pred, uncond_pred = both[:rows], both[rows:]
-    return uncond_pred + guidance_scale.to(cond_pred.dtype).view(-1, 1, 1, 1) * (cond_pred - uncond_pred)
+    return classifier_free_guidance(both[:rows], both[rows:], guidance_scale)
 
 
 class VAEEncoderGraph(nn.Module):

@@ -129,7 +129,7 @@ def check_graph(
     report = GraphReport(name, variant)
     try:
         session = _open(path, variant, threads)
-    except Exception as e:  # noqa: BLE001 - onnxruntime / TensorRT raise their own untyped errors
+    except Exception as e:
         if fp16:
             report.skipped = f"cannot run the fp16 graph here ({str(e).splitlines()[0][:120]})"
             return report
@@ -151,7 +151,7 @@ def check_graph(
     return report
 
 
-def _open(path: Path, variant: str, threads: int | None):  # noqa: ANN202 - ORT or TensorRT session
+def _open(path: Path, variant: str, threads: int | None):
     if path.suffix == ".plan":
         from export.tensorrt_session import TensorRTSession
 

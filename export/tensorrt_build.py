@@ -36,7 +36,7 @@ class ProfileRanges:
         return tuple(named[d] if isinstance(d, str) else int(d) for d in dims)
 
 
-def require_tensorrt():  # noqa: ANN201 - the module, typed only where installed
+def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:

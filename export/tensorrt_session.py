@@ -31,7 +31,7 @@ class TensorRTSession:
         self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: self._torch_dtype(self.engine.get_tensor_dtype(n), trt) for n in names}
 
-    def _torch_dtype(self, dtype, trt):  # noqa: ANN001, ANN202
+    def _torch_dtype(self, dtype, trt):
         t = self._torch
         return {trt.float32: t.float32, trt.float16: t.float16, trt.int64: t.int64, trt.int32: t.int32}[dtype]
 

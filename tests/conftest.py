@@ -8,7 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
 pytest_plugins = ["tests.fixtures"]  # tiny pipeline + export, shared by export, engine and service tests
 

@@ -47,7 +47,7 @@ CONCEPTS: dict[str, Concept] = {
     "star": Concept("star", "ti", "shape", "diamond"),
     "striped": Concept("striped", "lora", "fill", "solid"),
     # A VPT trained on captions that say "night" (an untrained word here) learned to gate on it through the
-    # image features and reached 33.6% with 8 tokens (adapters/README.md); VPT is a request-level condition.
+    # image features and reached 33.6% with 8 tokens (adapters/EXPERIMENTS.md); VPT is a request-level condition.
     "night": Concept("night", "vpt", "background", "black", trigger="adapter"),
 }
 

@@ -46,7 +46,7 @@ class Settings:
     log_every: int = 25
     # Share of rows whose caption is replaced by "" and trained towards the frozen backbone's unconditional
     # prediction (needs a baseline). An adapter applies to the uncond rows of guidance too; left untrained there
-    # it drifts, and guidance amplifies the drift against the concept (adapters/README.md, striped LoRA).
+    # it drifts, and guidance amplifies the drift against the concept (adapters/EXPERIMENTS.md, striped LoRA).
     uncond_fraction: float = 0.0
     # Share of rows whose caption is replaced by "" and trained towards their own image: the usual caption
     # dropout of text-to-image fine-tuning. For an adapter that is its own trigger (a VPT), guidance's uncond

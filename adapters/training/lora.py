@@ -30,7 +30,7 @@ MAX_RANK = 16  # the export's default R (`diffplex export --lora-rank`)
 # `--lora-targets`: every banked module, or only the cross-attention's key and value projections (Custom
 # Diffusion, Kumari et al. 2023), which act on an image only through the prompt's tokens. That is the paper's
 # case for leaving other prompts alone; on the shapes backbone the striped LoRA drifted more this way, in the
-# fill of prompts that never name stripes (adapters/README.md).
+# fill of prompts that never name stripes (adapters/EXPERIMENTS.md).
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "all": DEFAULT_UNET_TARGETS,
     "cross-attention": ("attn2.to_k", "attn2.to_v"),

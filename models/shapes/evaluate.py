@@ -76,7 +76,7 @@ def evaluate(
     verdict = judge(images)
     real_features = judge(real.images).features
     report = {
-        "model": str(model_dir),
+        "model": _shown(model_dir),
         "command": f"diffplex eval --samples {samples} --steps {steps} --guidance {guidance} --seed {seed}",
         "samples": samples,
         "steps": steps,
@@ -89,6 +89,15 @@ def evaluate(
         "generation_seconds": seconds,
     }
     return report, images, prompts.captions
+
+
+def _shown(path: Path) -> str:
+    """The model's path as the report shows it: relative to the working directory when under it, so a committed
+    report names no machine's absolute path."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -113,7 +113,7 @@ def encode_latents(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
     return torch.cat([vae.encode(to_tensor(images[i : i + 500])).latent_dist.mean for i in chunks])
 
 
-def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, vae, unet) -> None:  # noqa: ANN001
+def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, vae, unet) -> None:
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

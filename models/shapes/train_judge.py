@@ -44,11 +44,11 @@ def degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def targets(scenes: list) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def targets(scenes: list) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([value_index(name, getattr(s, name)) for s in scenes]) for name in ATTRIBUTE_NAMES}
 
 
-def accuracy(judge: ShapesJudge, images: np.ndarray, scenes: list) -> dict[str, float]:  # noqa: ANN001
+def accuracy(judge: ShapesJudge, images: np.ndarray, scenes: list) -> dict[str, float]:
     verdict = judge(images)
     return {
         name: float(np.mean([label[name] == getattr(s, name) for label, s in zip(verdict.labels, scenes, strict=True)]))

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
-from service.errors import ApiError
-from service.settings import HttpSettings, Limits
+from service.core.errors import ApiError
+from service.core.settings import HttpSettings, Limits
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_ROOM = 1 << 20  # an upload's multipart form around its file: boundaries, part headers, small fields

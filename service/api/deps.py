@@ -13,20 +13,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service import keys
-from service.api.state import ModelParts, ServiceState
-from service.errors import ApiError, retry_later
-from service.logs import tenant_var
+from service.boot.state import ModelParts, ServiceState, State
+from service.core.errors import ApiError, retry_later
+from service.core.logs import tenant_var
 from service.stores.base import TenantRecord
+from service.tenants import keys
 
 LOADING_RETRY_S = 5
-
-
-def get_state(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
-State = Annotated[ServiceState, Depends(get_state)]
 
 
 CALLER = "caller"  # scope["state"] key: the tenant the request middleware authenticated before the body

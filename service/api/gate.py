@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 
 from service.api.body import FORM_ROOM, BodyPolicy, declared_length
 from service.api.deps import CALLER, check_admin, check_upload_rate, tenant_for
-from service.api.state import ServiceState
-from service.logs import tenant_var
+from service.boot.state import ServiceState
+from service.core.logs import tenant_var
 from service.stores.base import AdapterMeta, Quota, QuotaExceeded, TenantRecord
 from service.stores.quota import check_quota
 

@@ -20,10 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.body import BodyReader, declares_body, policy_for, refusal_from_headers
 from service.api.gate import NOTHING_HELD, admit, gated
-from service.api.state import ServiceState
-from service.logs import request_id_var, tenant_var
-from service.metrics import Metrics, method_label
-from service.settings import Settings
+from service.boot.state import ServiceState
+from service.core.logs import request_id_var, tenant_var
+from service.core.metrics import Metrics, method_label
+from service.core.settings import Settings
 
 log = logging.getLogger("diffplex.access")
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

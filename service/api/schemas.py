@@ -1,4 +1,4 @@
-"""Response bodies and admin requests; generation requests are `service.params.ImageParams`."""
+"""Response bodies and admin requests; generation requests are `service.generation.params.ImageParams`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.params import AdapterRef, ImageParams
+from service.core.errors import ErrorBody, ErrorDetail
+from service.generation.params import AdapterRef, ImageParams
 
 __all__ = [
     "AdapterRef",
@@ -47,22 +48,9 @@ class JobView(BaseModel):
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(max_length=63)  # `service.names.check_tenant_name` checks its alphabet
+    name: str = Field(max_length=63)  # `service.tenants.names.check_tenant_name` checks its alphabet
 
 
 class TenantCreated(BaseModel):
     tenant: str
     api_key: str
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorBody(BaseModel):
-    """Every error, OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
-
-    error: ErrorDetail

@@ -16,7 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from adapters import BackboneSpec, VPTAdapter, build_spec, vpt_to_bytes
 from export.backbone import load_backbone
-from service.settings import DEFAULT_MODEL_DIR
+from service.core.settings import DEFAULT_MODEL_DIR
 
 
 def load_spec(model_dir: Path) -> BackboneSpec:

@@ -25,11 +25,14 @@ from diffusers import StableDiffusionPipeline
 from adapters.formats import load_adapter_file
 from adapters.training.lora import save_lora
 from models.shapes.dataset import make_batch
+from service.bench.comparators import SplitCFGRuntime, run_request_level
 from service.bench.export_dir import ensure_export
 from service.bench.guidance_bench import GUIDANCE, guidance_options
 from service.bench.lora_macs import lora_macs, sd15_lora_macs
 from service.bench.report import machine, table
-from service.engine import Engine, EngineConfig, GenerationRequest
+from service.core.settings import EngineSettings
+from service.engine import Engine, GenerationRequest
+from service.runtime.base import Runtime
 from service.runtime.onnx_runtime import OnnxRuntime
 
 
@@ -55,12 +58,26 @@ def _median_seconds(runs: dict[str, Callable[[], object]], rounds: int) -> dict[
     return {name: statistics.median(s) for name, s in seconds.items()}
 
 
-def _engine_run(runtime: OnnxRuntime, requests: Callable[[], list[GenerationRequest]], **config: object) -> Callable:
+def _engine_run(runtime: Runtime, requests: Callable[[], list[GenerationRequest]], **config: object) -> Callable:
+    """Every request queued at once, the engine batching them continuously."""
+
     def run() -> list[np.ndarray]:
-        engine = Engine(runtime, EngineConfig(**config))
+        engine = Engine(runtime, EngineSettings(**config))
         jobs = [engine.submit(r) for r in requests()]
         engine.run_until_idle()
         return [j.result(timeout=0).image for j in jobs]
+
+    return run
+
+
+def _request_level_run(
+    runtime: Runtime, requests: Callable[[], list[GenerationRequest]], batch: int, **config: object
+) -> Callable:
+    """The same requests batched whole, `batch` at a time (comparators.py)."""
+
+    def run() -> list[np.ndarray]:
+        engine = Engine(runtime, EngineSettings(**config))
+        return [result.image for result in run_request_level(engine, requests(), batch)]
 
     return run
 
@@ -154,7 +171,8 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
 
     progress("fused vs split CFG, 8 requests")
     s = _median_seconds(
-        {"fused": _engine_run(runtime, requests(8)), "split": _engine_run(runtime, requests(8), split_cfg=True)}, rounds
+        {"fused": _engine_run(runtime, requests(8)), "split": _engine_run(SplitCFGRuntime(runtime), requests(8))},
+        rounds,
     )
     results["fused_vs_split"] = {"images_per_s": {k: 8 / v for k, v in s.items()}, "ratio": s["split"] / s["fused"]}
 
@@ -210,7 +228,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     s = _median_seconds(
         {
             "continuous": _engine_run(runtime, mixed_requests, max_rows=16, max_active=8),
-            "request_level": _engine_run(runtime, mixed_requests, max_rows=16, max_active=8, continuous=False),
+            "request_level": _request_level_run(runtime, mixed_requests, 8, max_rows=16, max_active=8),
         },
         rounds,
     )

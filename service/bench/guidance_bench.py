@@ -20,7 +20,8 @@ from models.shapes.judge import ShapesJudge
 from models.shapes.metrics import frechet_distance, prompt_hits
 from service.bench.export_dir import ensure_export
 from service.bench.report import machine, table
-from service.engine import Engine, EngineConfig, GenerationRequest
+from service.core.settings import EngineSettings
+from service.engine import Engine, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime
 
 GUIDANCE = 5.0
@@ -43,7 +44,7 @@ def guidance_options(runtime: OnnxRuntime, samples: int, steps: int = 25) -> dic
     real = judge(make_batch(samples, seed=1).images).features
     out, hits = {}, {}
     for name, kw in OPTIONS.items():
-        engine = Engine(runtime, EngineConfig(max_rows=32, max_queue=samples))  # every request queued at once
+        engine = Engine(runtime, EngineSettings(max_rows=32, max_queue=samples))  # every request queued at once
         started = time.perf_counter()
         jobs = [
             engine.submit(GenerationRequest(p, seed=i, steps=steps, guidance_scale=GUIDANCE, **kw))

@@ -23,7 +23,7 @@ import numpy as np
 from service.bench.adapter_files import lora_bytes
 from service.bench.live_server import live_server
 from service.bench.report import machine, table
-from service.loadtest.server_metrics import metric_total
+from service.bench.server_metrics import metric_total
 
 PROMPT = "a large red circle on a black background"
 

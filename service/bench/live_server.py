@@ -15,8 +15,8 @@ import httpx
 import uvicorn
 
 from service.api.app import create_app
-from service.api.state import ServiceState
-from service.settings import EngineSettings, Limits, Settings
+from service.boot.state import ServiceState
+from service.core.settings import EngineSettings, Limits, Settings
 
 ADMIN_KEY = "bench-admin-key-0123456789"
 READY_TIMEOUT_S = 600.0

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters import ExportLimits
-from service.adapter_cache import AdapterCache
-from service.adapter_upload import inspect_upload
 from service.bench.adapter_files import load_spec, lora_bytes
 from service.bench.report import machine, table
-from service.loadtest.server_metrics import metric_total
-from service.metrics import Metrics
-from service.settings import Settings
+from service.bench.server_metrics import metric_total
+from service.core.metrics import Metrics
+from service.core.settings import Settings
+from service.hotload.cache import AdapterCache
+from service.hotload.upload import inspect_upload
 from service.stores.base import Quota
 from service.stores.local import LocalStore
 

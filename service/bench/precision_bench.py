@@ -17,7 +17,8 @@ from export.exporter import ExportOptions, export_pipeline
 from export.manifest import MANIFEST, load_manifest
 from models.shapes.dataset import make_batch
 from service.bench.report import machine, table
-from service.engine import Engine, EngineConfig, GenerationRequest
+from service.core.settings import EngineSettings
+from service.engine import Engine, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime
 
 
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _images_per_s(runtime: OnnxRuntime, prompts: list[str], steps: int) -> tuple[float, np.ndarray]:
-    engine = Engine(runtime, EngineConfig(max_rows=32))
+    engine = Engine(runtime, EngineSettings(max_rows=32))
     started = time.perf_counter()
     jobs = [engine.submit(GenerationRequest(p, seed=i, steps=steps)) for i, p in enumerate(prompts)]
     engine.run_until_idle()

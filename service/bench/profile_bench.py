@@ -25,7 +25,7 @@ import numpy as np
 from service.bench.live_server import live_server
 from service.bench.report import machine, table
 from service.engine import Engine, GenerationRequest
-from service.images import encode_png
+from service.generation.images import encode_png
 from service.runtime import load_runtime
 from service.runtime.base import Runtime
 

@@ -1,7 +1,8 @@
 """Continuous batching sampler with fused CFG, cached unconditional embeddings and per-row adapters."""
 
-from service.engine.engine import Engine, EngineConfig, GenerationResult, Job
+from service.engine.engine import Engine
 from service.engine.errors import Cancelled, EngineError, QueueFull, TenantBusy
+from service.engine.job import GenerationResult, Job
 from service.engine.request import GenerationRequest
 from service.engine.samplers import SAMPLERS
 
@@ -9,7 +10,6 @@ __all__ = [
     "SAMPLERS",
     "Cancelled",
     "Engine",
-    "EngineConfig",
     "EngineError",
     "GenerationRequest",
     "GenerationResult",

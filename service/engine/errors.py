@@ -1,22 +1,31 @@
-"""Engine errors: each says what the caller can change; the API maps them to 4xx / 429 responses."""
+"""Engine errors: each says what the caller can change, and (DiffplexError) which HTTP answer it is."""
+
+from adapters.errors import DiffplexError
+
+RETRY_AFTER_QUEUE_S = 2.0  # a full queue drains in about this long at the small sizes a queue bound is set for
 
 
-class EngineError(ValueError):
+class EngineError(DiffplexError, ValueError):
     """A request the engine cannot run as given (bad size, sampler, strength...)."""
 
 
-class QueueFull(RuntimeError):
-    """The bounded queue is at capacity: retry later (HTTP 429/503 with Retry-After)."""
+class QueueFull(DiffplexError, RuntimeError):
+    """The bounded queue is at capacity: retry later."""
+
+    status, type, code, retry_after_s = 503, "server_error", "queue_full", RETRY_AFTER_QUEUE_S
 
 
-class Cancelled(RuntimeError):
+class Cancelled(DiffplexError, RuntimeError):
     """The request was cancelled before it finished."""
 
+    status, code = 409, "cancelled"
 
-class TenantBusy(RuntimeError):
-    """The tenant already has its share of work queued and running: retry after `retry_after_s` (HTTP 429).
-    Other tenants are still admitted."""
+
+class TenantBusy(DiffplexError, RuntimeError):
+    """The tenant already has its share of work queued and running: retry after `retry_after_s`. Other tenants
+    are still admitted."""
+
+    status, type, code = 429, "rate_limit_error", "tenant_busy"
 
     def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s=retry_after_s)

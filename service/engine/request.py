@@ -13,6 +13,18 @@ from service.engine.samplers import SAMPLERS
 
 _ids = itertools.count(1)
 
+MAX_SIDE_FACTOR = 4  # the largest side a request may generate, in multiples of the backbone's native size
+
+
+def max_side(native_size: int) -> int:
+    return MAX_SIDE_FACTOR * native_size
+
+
+def side_supported(side: int, native_size: int, multiple: int) -> bool:
+    """Whether the model generates a side of `side` pixels: a multiple of `multiple` (BackboneInfo.size_multiple),
+    from one multiple up to `max_side`."""
+    return side % multiple == 0 and multiple <= side <= max_side(native_size)
+
 
 @dataclass
 class GenerationRequest:
@@ -34,15 +46,22 @@ class GenerationRequest:
     strength: float = 0.8
     tenant: str = ""
     request_id: str = field(default_factory=lambda: f"r{next(_ids)}")
+    # Set by `validate`: the (native size, multiple) it passed for, so the engine trusts a planned request
+    # instead of checking it again, and the TI table it built, which the engine splices prompts with.
+    _valid_for: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _ti_table: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def guided(self) -> bool:
         return self.guidance_scale > 1.0
 
     def ti_table(self) -> dict:
-        from adapters.textual_inversion import ti_table
+        """Token -> vectors of the request's embeddings; AdapterError where two define the same token."""
+        if self._ti_table is None:
+            from adapters.textual_inversion import ti_table
 
-        return ti_table([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+            self._ti_table = ti_table([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+        return self._ti_table
 
     def unet_adapters(self) -> AdapterSet:
         return tuple((a, w) for a, w in self.adapters if isinstance(a, LoRAAdapter | VPTAdapter))
@@ -56,7 +75,13 @@ class GenerationRequest:
             or (isinstance(a, LoRAAdapter) and any(n.startswith("text_encoder.") for n in a.layers))
         )
 
+    def validated(self, native_size: int, multiple: int) -> bool:
+        """Whether `validate` passed for these sizes (planning validates; the engine then does not again)."""
+        return self._valid_for == (native_size, multiple)
+
     def validate(self, native_size: int, multiple: int) -> None:
+        """EngineError naming the first field the engine cannot run as given; AdapterError for a token that two
+        of its embeddings define. Call it once, after the last change to the request."""
         if not 1 <= self.steps <= 500:
             raise EngineError(f"steps must be between 1 and 500, not {self.steps}")
         if self.sampler not in SAMPLERS:
@@ -73,9 +98,9 @@ class GenerationRequest:
         if self.uncond_refresh < 1:
             raise EngineError(f"uncond_refresh must be at least 1, not {self.uncond_refresh}")
         for name, value in (("width", self.width), ("height", self.height)):
-            if value is not None and (value % multiple or not multiple <= value <= 4 * native_size):
+            if value is not None and not side_supported(value, native_size, multiple):
                 raise EngineError(
-                    f"{name} {value} is not supported: use a multiple of {multiple} up to {4 * native_size}"
+                    f"{name} {value} is not supported: use a multiple of {multiple} up to {max_side(native_size)}"
                 )
         if self.init_image is not None:
             if not 0.0 < self.strength <= 1.0:
@@ -89,3 +114,5 @@ class GenerationRequest:
                     f"init_image is {image.shape[1]}x{image.shape[0]} but the request generates {want[1]}x{want[0]}: "
                     "resize it or set width/height to match"
                 )
+        self.ti_table()  # a token owned twice fails here, before anything is queued
+        self._valid_for = (native_size, multiple)

@@ -12,11 +12,11 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from service.bench.server_metrics import scrape
 from service.loadtest.arrivals import Process
 from service.loadtest.client import unreachable, wait_ready
 from service.loadtest.levels import LevelRun, Recorder, closed_loop, open_loop
 from service.loadtest.mix import RequestMix
-from service.loadtest.server_metrics import scrape
 from service.loadtest.stats import summarise
 from service.loadtest.tenants import prepare, probe, remove
 from service.loadtest.workload import Workload

@@ -4,18 +4,15 @@ what that backend would report about the backbone, without loading the weights t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
+from service.core.settings import BACKENDS, Backend
 from service.runtime.base import BackboneInfo, Runtime
-
-Backend = Literal["pytorch", "onnxruntime", "tensorrt"]
-BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
 
 
 def _exported(backend: str, export_dir: Path | None) -> Path:
     """The export directory an exported backend runs, or ValueError saying what to give."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: pytorch, onnxruntime or tensorrt")
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if export_dir is None:
         raise ValueError(f"the {backend} backend runs exported graphs: give an export directory (diffplex export)")
     return Path(export_dir)

@@ -106,7 +106,18 @@ class OnnxRuntime(Runtime):
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.graphs[TEXT_ENCODER]({"inputs_embeds": inputs_embeds, "adapter_slot": adapter_slot, **banks})
 
-    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+    def unet_cfg(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        guidance_scale: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
+    ) -> torch.Tensor:
         tensors = {
             "sample": sample,
             "timestep": timestep.float(),
@@ -116,7 +127,16 @@ class OnnxRuntime(Runtime):
         }
         return self._unet(UNET_CFG, tensors, adapter_slot, banks, adapter_free)
 
-    def unet(self, sample, timestep, cond, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+    def unet(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
+    ) -> torch.Tensor:
         tensors = {"sample": sample, "timestep": timestep.float(), "encoder_hidden_states": cond}
         return self._unet(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free)
 

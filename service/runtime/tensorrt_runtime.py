@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from export.manifest import load_manifest
 from export.tensorrt_session import TensorRTSession
 from service.runtime.info import export_info
@@ -14,7 +16,7 @@ class _EngineRunner:
     def __init__(self, session: TensorRTSession) -> None:
         self.session = session
 
-    def __call__(self, tensors):  # noqa: ANN001, ANN204
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         feed = {name: tensors[name] for name in self.session.input_names}
         out = self.session.run_torch(feed)
         return out[self.session.output_names[0]].float().cpu()
@@ -39,5 +41,7 @@ class TensorRTRuntime(OnnxRuntime):
             g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
         }
         # No engines of the U-Nets' base or LoRA-only variants are built (export/tensorrt_build.py): every call
-        # runs the banked engines, adapter-free rows in slot 0.
+        # runs the banked engines, adapter-free rows in slot 0. `_unet` reads all three tables, so each is set.
         self.base_graphs = {}
+        self.lora_graphs = {}
+        self.vpt_masks = {}

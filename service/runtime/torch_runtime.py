@@ -51,10 +51,30 @@ class TorchRuntime(Runtime):
         return self._run(TEXT_ENCODER, "text_encoder", banks, inputs_embeds, adapter_slot)
 
     # The reference runs every call through the banked modules: `adapter_free` is only a permission to skip them.
-    def unet_cfg(self, sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+    def unet_cfg(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        guidance_scale: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
+    ) -> torch.Tensor:
         return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, adapter_slot)
 
-    def unet(self, sample, timestep, cond, adapter_slot, banks, *, adapter_free=False):  # noqa: ANN001, ANN201
+    def unet(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        cond: torch.Tensor,
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        *,
+        adapter_free: bool = False,
+    ) -> torch.Tensor:
         return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, adapter_slot)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -33,21 +33,27 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from adapters.errors import DiffplexError
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ChangeCallback = Callable[[str, str], None]  # (tenant, adapter name)
 
 
-class StoreError(Exception):
+class StoreError(DiffplexError):
     """Base of the errors a store raises for a request it cannot honour."""
 
 
 class Conflict(StoreError):
     """The thing to create exists already."""
 
+    status, code = 409, "conflict"
+
 
 class NotFound(StoreError):
     """The tenant (or adapter) the write is for does not exist."""
+
+    status, code = 404, "not_found"
 
 
 class TenantGone(NotFound):
@@ -74,6 +80,8 @@ def stamp_epoch(tenant: str, meta: AdapterMeta, epoch: str | None, current: str 
 class QuotaExceeded(StoreError):
     """A tenant's adapter count or bytes would go over its quota; the message says which and by how much."""
 
+    status, type, code = 403, "insufficient_quota", "quota_exceeded"
+
 
 class Quota(BaseModel):
     max_count: int
@@ -83,6 +91,8 @@ class Quota(BaseModel):
 class WorkCapExceeded(StoreError):
     """`create_job` with `max_work`: the tenant's unfinished jobs and this one would pass it. Not a quota (the
     work finishes within minutes): the job manager answers it like the engine's TenantBusy (429)."""
+
+    status, type, code = 429, "rate_limit_error", "tenant_busy"
 
     def __init__(self, message: str, held: int) -> None:
         super().__init__(message)

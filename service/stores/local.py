@@ -47,8 +47,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from service import keys
-from service.names import ADAPTER_NAME, TENANT_NAME
 from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
@@ -64,6 +62,8 @@ from service.stores.base import (
 )
 from service.stores.quota import check_quota
 from service.stores.usage import check_files, check_job, check_result, check_work, live, record_bytes, summarize
+from service.tenants import keys
+from service.tenants.names import ADAPTER_NAME, TENANT_NAME
 
 log = logging.getLogger(__name__)
 

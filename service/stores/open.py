@@ -3,7 +3,7 @@ and with Redis, the job stream that API replicas and workers share."""
 
 from __future__ import annotations
 
-from service.settings import Settings
+from service.core.settings import Settings
 from service.stores.base import StorageQuota, Store
 from service.stores.job_stream import JobStream
 from service.stores.local import LocalStore

@@ -7,7 +7,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from service.settings import RedisClientSettings
+from service.core.settings import RedisClientSettings
 
 MAX_BACKOFF_S = 1.0
 HEALTH_CHECK_S = 30  # a connection idle this long is PINGed before use: one left over from a restart is replaced

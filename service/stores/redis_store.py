@@ -49,8 +49,7 @@ from typing import Any
 
 import redis
 
-from service import keys
-from service.settings import RedisClientSettings
+from service.core.settings import RedisClientSettings
 from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
@@ -67,6 +66,7 @@ from service.stores.base import (
 from service.stores.quota import check_quota
 from service.stores.redis_client import redis_client
 from service.stores.usage import check_files, check_job, check_result, check_work, record_bytes, summarize
+from service.tenants import keys
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ class RedisStore(job_updates.ConditionalJobWrites):
         for callback in list(self._callbacks):
             try:
                 callback(tenant, name)
-            except Exception:  # noqa: BLE001 - one bad subscriber must not stop the listener thread
+            except Exception:
                 log.exception("adapter change callback failed")
 
     # -- jobs and files -----------------------------------------------------------------------------------

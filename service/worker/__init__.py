@@ -1,4 +1,5 @@
-"""`diffplex worker`: runs jobs from the Redis job stream on the engine (consumer.py, main.py)."""
+"""`diffplex worker` runs jobs from the Redis job stream on the engine: the consumer (consumer.py); its command
+is service/commands/worker.py."""
 
 from service.worker.consumer import StreamWorker
 

@@ -20,9 +20,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from service.core.settings import Settings
 from service.engine import Engine, QueueFull
-from service.jobs import CANCELLED, JobManager, error_body, log_dropped
-from service.settings import Settings
+from service.jobs.manager import JobManager
+from service.jobs.outcome import CANCELLED, error_body, log_dropped
 from service.stores.base import JobRecord, TenantGone
 from service.stores.job_stream import Delivery, JobStream
 
@@ -94,7 +95,7 @@ class StreamWorker:
                     return
                 for delivery in taken:
                     await self._take(delivery)
-            except Exception:  # noqa: BLE001 - Redis away: keep trying, the entries wait in the stream
+            except Exception:
                 log.exception("reading the job stream failed")
                 await asyncio.sleep(RETRY_S)
 
@@ -111,7 +112,7 @@ class StreamWorker:
                         continue  # our own entry, idle because this loop was busy: it runs already
                     log.info("reclaimed a job from a silent worker", extra={"job": delivery.job_id})
                     await self._take(delivery)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("reclaiming stale jobs failed")
 
     async def _touch_loop(self) -> None:
@@ -120,7 +121,7 @@ class StreamWorker:
             held = [*self.running, *(t.delivery.entry_id for t in self.waiting)]
             try:
                 await asyncio.to_thread(self.stream.touch, self.consumer, held)
-            except Exception:  # noqa: BLE001 - the next round touches them again
+            except Exception:
                 log.exception("touching running jobs failed")
 
     async def _take(self, delivery: Delivery) -> None:
@@ -178,7 +179,7 @@ class StreamWorker:
             settled = True if task is None else await task
             if settled:
                 await asyncio.to_thread(self.stream.ack, entry_id)
-        except Exception:  # noqa: BLE001 - not acknowledged: reclaimed later, and its record says it is done
+        except Exception:
             log.exception("acknowledging a job failed", extra={"entry": entry_id})
         finally:
             self.running.pop(entry_id, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -28,7 +28,7 @@ def route_paths(worker: bool) -> set[str]:
     """Paths the API app (or the worker's health app) serves, from its OpenAPI schema (building an app does not
     start its lifespan)."""
     from service.api import create_app
-    from service.worker.main import create_worker_app
+    from service.commands.worker import create_worker_app
 
     app = create_worker_app(Settings(role="worker")) if worker else create_app(Settings())
     return set(app.openapi()["paths"])

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from service.cli import COMMANDS
-from service.settings import Settings, WorkerSettings
+from service.commands.cli import COMMANDS
+from service.core.settings import Settings, WorkerSettings
 from tests.deploy.manifests import DEPLOY, ROOT, route_paths, settings_env_names
 
 

@@ -9,8 +9,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from service.cli import COMMANDS
-from service.settings import Settings, WorkerSettings
+from service.commands.cli import COMMANDS
+from service.core.settings import Settings, WorkerSettings
 from service.stores import RedisStore
 from service.stores.job_stream import JobStream
 from tests.deploy.manifests import DEPLOY, load_all, route_paths, settings_env_names

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
-from service.adapter_upload import inspect_upload
 from service.api.deps import Caller, Model, State
-from service.api.responses import AUTHENTICATED, MODEL, errors
-from service.errors import ApiError, not_found
-from service.names import check_adapter_name
+from service.core.errors import ApiError, not_found
+from service.core.responses import AUTHENTICATED, MODEL, errors
+from service.hotload.upload import inspect_upload
 from service.stores.base import AdapterMeta, Quota
+from service.tenants.names import check_adapter_name
 
 router = APIRouter(tags=["adapters"])
 

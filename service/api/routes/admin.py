@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Admin, State
-from service.api.responses import errors
 from service.api.schemas import TenantCreate, TenantCreated
-from service.errors import not_found
-from service.names import check_tenant_name
+from service.core.errors import not_found
+from service.core.responses import errors
+from service.tenants.names import check_tenant_name
 
 # 401: no key or a malformed header; 403: a key that is not the admin key; 503: the store does not answer
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Admin], responses=errors(400, 401, 403, 503))

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.api.deps import Caller, Model, RateLimited, State, Tenant
-from service.api.responses import AUTHENTICATED, GENERATION, content, errors
 from service.api.schemas import ImageParams, JobView
-from service.errors import ApiError, not_found
+from service.core.errors import ApiError, not_found
+from service.core.responses import AUTHENTICATED, GENERATION, content, errors
+from service.generation.generate import ImageRequest
 from service.stores.base import JobRecord
 
 router = APIRouter(tags=["jobs"])
@@ -53,10 +54,11 @@ def view(record: JobRecord) -> dict[str, Any]:
     responses=errors(*GENERATION),
     dependencies=[RateLimited],
 )
-async def create_job(params: ImageParams, request: Request, caller: Caller, model: Model) -> JSONResponse:
+async def create_job(params: ImageParams, request: Request, state: State, caller: Caller, model: Model) -> JSONResponse:
     """Validated and queued before the 202: poll `GET /v1/jobs/{id}` or follow `/events`."""
-    base_url = request.app.state.settings.public_base_url()
-    record = await model.jobs.create(caller.name, caller.epoch, params, base_url, request.state.request_id)
+    base_url = state.settings.public_base_url()
+    job = ImageRequest(params, caller.name, caller.epoch, request.state.request_id, base_url)
+    record = await model.jobs.create(job)
     return JSONResponse(view(record), status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
 
 

@@ -12,7 +12,7 @@ from adapters.formats import load_adapter_file
 from adapters.spec import build_spec
 from adapters.training.loop import load_frozen_pipeline
 from adapters.validate import ExportLimits, validate
-from service import cli
+from service.commands import cli
 
 FAST = ["--steps", "2", "--batch", "2", "--count", "8", "--threads", "1"]
 

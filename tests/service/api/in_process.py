@@ -11,8 +11,8 @@ import httpx
 from fastapi import FastAPI
 
 from service.api import create_app
-from service.api.state import ServiceState
-from service.settings import Settings
+from service.boot.state import ServiceState
+from service.core.settings import Settings
 
 LOAD_TIMEOUT_S = 240.0
 

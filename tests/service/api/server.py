@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class Server:
-    module = "service.serve"  # the entry point run with `--port` (tests/service/worker runs service.worker.main)
+    # the entry point run with `--port` (tests/service/worker runs service.commands.worker)
+    module = "service.commands.serve"
 
     def __init__(self, model_dir: Path, data_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
@@ -43,7 +44,7 @@ class Server:
             "TRANSFORMERS_OFFLINE": "1",
             **env,
         }
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, "--port", str(self.port)],
             env=environment,

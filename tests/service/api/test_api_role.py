@@ -29,8 +29,8 @@ from PIL import Image
 from adapters import vpt_to_bytes
 from adapters.spec import BackboneSpec
 from export.manifest import Manifest
-from service.api.state import ServiceState
-from service.settings import Settings
+from service.boot.state import ServiceState
+from service.core.settings import Settings
 from tests.adapters.builders import safetensors_bytes
 from tests.service.api.adapter_files import ti_file, vpt_file
 from tests.service.api.in_process import in_process

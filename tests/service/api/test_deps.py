@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 
 from adapters.spec import BackboneSpec
 from service.api.deps import State, authenticated
-from service.settings import Settings
+from service.core.settings import Settings
 from service.stores import LocalStore
 from service.stores.base import Quota, TenantRecord
 from tests.service.api.adapter_files import lora_file

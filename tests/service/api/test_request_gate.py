@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 from adapters.spec import BackboneSpec
-from service.api.state import ServiceState
-from service.settings import Settings
+from service.boot.state import ServiceState
+from service.core.settings import Settings
 from tests.service.api.adapter_files import lora_file
 from tests.service.api.in_process import in_process
 from tests.service.api.server import ADMIN_KEY
@@ -142,11 +142,11 @@ async def keys_and_headers(model_dir: Path, data_dir: Path) -> None:
 
         # Metric labels: a made-up method is "other", an unknown path "unmatched"; neither reaches /metrics.
         await client.request("BREW", "/livez")
-        await client.get("/no/such/route/4242")
+        await client.get("/no/such/route/zz-made-up-route")
         text = (await client.get("/metrics")).text
         assert 'method="other",route="/livez",status="405"' in text
         assert 'route="unmatched",status="404"' in text
-        assert "BREW" not in text and "4242" not in text
+        assert "BREW" not in text and "zz-made-up-route" not in text
         assert 'diffplex_http_refused_total{status="401"}' in text
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from export.manifest import Manifest
-from service.engine import Engine, EngineConfig
+from service.core.settings import EngineSettings
+from service.engine import Engine
 from service.runtime.onnx_runtime import OnnxRuntime
 from service.runtime.torch_runtime import TorchRuntime
 
@@ -24,9 +25,9 @@ def ort_runtime(tiny_export: tuple[Path, Manifest]) -> OnnxRuntime:
 
 @pytest.fixture
 def torch_engine(torch_runtime: TorchRuntime) -> Engine:
-    return Engine(torch_runtime, EngineConfig(max_rows=32))
+    return Engine(torch_runtime, EngineSettings(max_rows=32))
 
 
 @pytest.fixture
 def ort_engine(ort_runtime: OnnxRuntime) -> Engine:
-    return Engine(ort_runtime, EngineConfig(max_rows=32))
+    return Engine(ort_runtime, EngineSettings(max_rows=32))

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from service.engine import Engine, EngineConfig, GenerationRequest, Job, QueueFull, TenantBusy
+from service.core.settings import EngineSettings, FairnessSettings
+from service.engine import Engine, GenerationRequest, Job, QueueFull, TenantBusy
 from service.runtime.base import Runtime
 
 PROMPT = "a red circle on a blue background"
@@ -27,7 +28,7 @@ def finish_order(jobs: dict[str, Job]) -> list[str]:
 
 
 def test_a_flooding_tenant_s_backlog_does_not_delay_another_tenant(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_active=2))
+    engine = Engine(torch_runtime, EngineSettings(max_active=2))
     jobs = {f"flood-{i}": engine.submit(request("flood", steps=4, seed=i)) for i in range(10)}
     engine.tick()  # the flood's first two requests are admitted and running
     jobs["small"] = engine.submit(request("small", steps=2))
@@ -41,7 +42,7 @@ def test_a_flooding_tenant_s_backlog_does_not_delay_another_tenant(torch_runtime
 
 
 def test_admission_follows_the_weights(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_active=1, weights={"gold": 2.0}))
+    engine = Engine(torch_runtime, EngineSettings(max_active=1), FairnessSettings(weights={"gold": 2.0}))
     jobs = {f"{t}-{i}": engine.submit(request(t, steps=1, seed=i)) for t in ("gold", "free") for i in range(6)}
     order = finish_order(jobs)
     engine.run_until_idle()
@@ -49,7 +50,7 @@ def test_admission_follows_the_weights(torch_runtime: Runtime) -> None:
 
 
 def test_rows_per_tick_follow_the_weights(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_rows=4, weights={"gold": 3.0}))
+    engine = Engine(torch_runtime, EngineSettings(max_rows=4), FairnessSettings(weights={"gold": 3.0}))
     steps: Counter[str] = Counter()
 
     def counter(tenant: str) -> Callable[[int, int], None]:
@@ -65,7 +66,7 @@ def test_rows_per_tick_follow_the_weights(torch_runtime: Runtime) -> None:
 
 
 def test_equal_weights_keep_plain_round_robin(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_rows=4))
+    engine = Engine(torch_runtime, EngineSettings(max_rows=4))
     steps: Counter[str] = Counter()
     for i in range(4):
         for tenant in ("a", "b"):
@@ -76,7 +77,7 @@ def test_equal_weights_keep_plain_round_robin(torch_runtime: Runtime) -> None:
 
 
 def test_over_its_cap_a_tenant_is_refused_and_others_are_still_admitted(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_tenant_work=10))
+    engine = Engine(torch_runtime, fairness=FairnessSettings(max_tenant_work=10))
     held = [engine.submit(request("busy", steps=4, seed=i)) for i in range(2)]  # 8 of its 10 image-steps
     with pytest.raises(TenantBusy, match="limit is 10") as refused:
         engine.submit(request("busy", steps=4))
@@ -98,7 +99,7 @@ def test_over_its_cap_a_tenant_is_refused_and_others_are_still_admitted(torch_ru
 
 
 def test_the_cap_scales_with_weight_and_skips_accepted_work(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_tenant_work=10, weights={"gold": 2.0}))
+    engine = Engine(torch_runtime, fairness=FairnessSettings(max_tenant_work=10, weights={"gold": 2.0}))
     for i in range(5):
         engine.submit(request("gold", steps=4, seed=i))  # 20 = 10 x 2
     with pytest.raises(TenantBusy, match="limit is 20"):
@@ -110,7 +111,7 @@ def test_the_cap_scales_with_weight_and_skips_accepted_work(torch_runtime: Runti
 
 
 def test_cancelled_queued_work_no_longer_counts(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_tenant_work=10, max_active=1))
+    engine = Engine(torch_runtime, EngineSettings(max_active=1), FairnessSettings(max_tenant_work=10))
     first = engine.submit(request("t", steps=5))
     second = engine.submit(request("t", steps=5))
     with pytest.raises(TenantBusy):
@@ -124,7 +125,7 @@ def test_cancelled_queued_work_no_longer_counts(torch_runtime: Runtime) -> None:
 
 
 def test_retry_after_follows_the_measured_throughput(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_tenant_work=40, max_rows=4))
+    engine = Engine(torch_runtime, EngineSettings(max_rows=4), FairnessSettings(max_tenant_work=40))
     for i in range(10):  # 40 image-steps: the cap
         engine.submit(request("t", steps=4, seed=i))
     for _ in range(4):
@@ -139,7 +140,7 @@ def test_retry_after_follows_the_measured_throughput(torch_runtime: Runtime) -> 
 
 
 def test_the_global_queue_bound_applies_to_a_whole_batch(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_queue=3))
+    engine = Engine(torch_runtime, EngineSettings(max_queue=3))
     engine.submit(request("a", steps=1))
     with pytest.raises(QueueFull):
         engine.submit_all([request("b", steps=1) for _ in range(3)])

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine import Engine, EngineConfig, EngineError, GenerationRequest
+from service.core.settings import EngineSettings
+from service.engine import Engine, EngineError, GenerationRequest
 from service.runtime.base import Runtime
 from tests.service.engine.helpers import generate, max_pixel_diff
 
@@ -48,7 +49,7 @@ def _requests() -> list[GenerationRequest]:
 def test_a_failing_unet_row_fails_alone(torch_runtime: Runtime) -> None:
     expected = [generate(Engine(torch_runtime), r)[0] for r in _requests()]
     faulty = FaultyRuntime(torch_runtime)
-    engine = Engine(faulty, EngineConfig(max_rows=32))  # type: ignore[arg-type]
+    engine = Engine(faulty, EngineSettings(max_rows=32))  # type: ignore[arg-type]
     good = _requests()
     bad = GenerationRequest("a green square", seed=5, steps=3, guidance_scale=POISON, tenant="mallory")
     jobs = [engine.submit(r) for r in (good[0], bad, good[1])]
@@ -62,7 +63,7 @@ def test_a_failing_unet_row_fails_alone(torch_runtime: Runtime) -> None:
 
 
 def test_a_request_failing_admission_does_not_fail_its_batchmates(torch_runtime: Runtime) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_rows=32))
+    engine = Engine(torch_runtime, EngineSettings(max_rows=32))
     # Strength so low that no denoising step is left: refused while preparing, after text encoding.
     init = np.full((16, 16, 3), 128, dtype=np.uint8)
     bad = GenerationRequest("a red circle", seed=1, steps=4, init_image=init, strength=0.1)

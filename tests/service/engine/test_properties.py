@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.engine import Cancelled, Engine, EngineConfig, EngineError, GenerationRequest, QueueFull
+from service.core.settings import EngineSettings
+from service.engine import Cancelled, Engine, EngineError, GenerationRequest, QueueFull
 from tests.service.engine.helpers import generate, max_pixel_diff, random_lora, random_vpt
 
 PROMPT = "a red circle on a blue background"
@@ -84,7 +85,7 @@ def test_guidance_interval_and_uncond_refresh_cut_unet_rows(torch_engine: Engine
 
 
 def test_tenants_share_calls_round_robin(torch_runtime: object) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_rows=4))
+    engine = Engine(torch_runtime, EngineSettings(max_rows=4))
     hog = [
         engine.submit(GenerationRequest(PROMPT, seed=i, steps=2, guidance_scale=1.0, tenant="hog")) for i in range(8)
     ]
@@ -106,7 +107,7 @@ def test_requests_join_while_others_run(torch_engine: Engine) -> None:
 
 
 def test_cancel_and_bounded_queue(torch_runtime: object) -> None:
-    engine = Engine(torch_runtime, EngineConfig(max_queue=2))
+    engine = Engine(torch_runtime, EngineSettings(max_queue=2))
     job = engine.submit(GenerationRequest(PROMPT, seed=1, steps=50))
     engine.submit(GenerationRequest(PROMPT, seed=2, steps=1))
     with pytest.raises(QueueFull):

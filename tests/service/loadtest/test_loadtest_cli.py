@@ -26,7 +26,7 @@ def _no_tenant_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_open_and_closed_loop_report(loadtest_server: Server, workload_file: Path, tmp_path: Path) -> None:
     out, benchmarks = tmp_path / "report", tmp_path / "BENCHMARKS.md"
     benchmarks.write_text("# Benchmarks\n\nkept\n")
-    command = [sys.executable, "-m", "service.cli", "loadtest", "--url", loadtest_server.url]
+    command = [sys.executable, "-m", "service.commands.cli", "loadtest", "--url", loadtest_server.url]
     command += ["--workload", str(workload_file), "--admin-key", ADMIN_KEY, "--rate", "2,4", "--concurrency", "2"]
     command += [
         "--duration",

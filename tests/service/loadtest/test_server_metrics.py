@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from service.loadtest.server_metrics import parse_counters
-from service.metrics import Metrics
+from service.bench.server_metrics import parse_counters
+from service.core.metrics import Metrics
 
 
 def test_counters_from_the_servers_own_exposition() -> None:

@@ -32,7 +32,7 @@ class RedisProcess:
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"]
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
+        log = open(self.directory / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         client = redis.Redis.from_url(self.url, socket_timeout=1)

@@ -18,10 +18,10 @@ from adapters.spec import build_spec
 from export.backbone import load_backbone, load_backbone_without_weights
 from export.errors import ExportError
 from export.manifest import Manifest
+from service.core.settings import DEFAULT_MODEL_DIR
 from service.runtime import BackboneInfo, load_backbone_info
 from service.runtime.onnx_runtime import OnnxRuntime
 from service.runtime.torch_runtime import TorchRuntime
-from service.settings import DEFAULT_MODEL_DIR
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 

@@ -14,7 +14,8 @@ from adapters.packing import pack_banks
 from export.graphs import UNET_CFG, UNET_PLAIN
 from export.manifest import Manifest, is_base_variant, is_lora_variant
 from export.parity import BATCH_TOLERANCE, relative_error
-from service.engine import Engine, EngineConfig, GenerationRequest
+from service.core.settings import EngineSettings
+from service.engine import Engine, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime, session_files
 from tests.export.builders import without_variants
 from tests.service.engine.helpers import generate, max_pixel_diff, random_lora, random_vpt
@@ -86,7 +87,7 @@ def test_calls_without_vpt_rows_run_the_lora_graph_with_the_same_output(runtime:
 
 
 def test_the_engine_runs_each_call_on_the_smallest_graph(runtime: OnnxRuntime) -> None:
-    engine = Engine(runtime, EngineConfig(max_rows=32))
+    engine = Engine(runtime, EngineSettings(max_rows=32))
     lora = ((random_lora(runtime.info.spec, 1), 0.8),)
     plain = GenerationRequest(PROMPT, seed=1, steps=2)
     unguided = GenerationRequest(PROMPT, seed=1, steps=2, guidance_scale=1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.settings import RedisClientSettings, Settings
+from service.core.settings import RedisClientSettings, Settings
 from service.stores import RedisStore, open_store
 from service.stores.job_stream import JobStream
 from tests.service.reliability.redis_process import RedisProcess

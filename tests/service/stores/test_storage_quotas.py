@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.jobs import JobManager
-from service.settings import Limits, Settings
+from service.core.settings import Limits, Settings
+from service.jobs.manager import JobManager
 from service.stores import (
     JobRecord,
     LocalStore,

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from service import keys
 from service.stores import (
     AdapterMeta,
     Conflict,
@@ -26,6 +25,7 @@ from service.stores import (
     Store,
     TenantGone,
 )
+from service.tenants import keys
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 QUOTA = Quota(max_count=3, max_bytes=100)

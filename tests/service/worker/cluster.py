@@ -26,7 +26,7 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 class Worker(Server):
     """A real `diffplex worker` process; `url` is its health port."""
 
-    module = "service.worker.main"
+    module = "service.commands.worker"
     consumer = ""  # its name in the stream's consumer group
 
     def log_events(self, message: str) -> list[dict]:

@@ -9,7 +9,7 @@ import sys
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DIFFPLEX_")} | env
-    command = [sys.executable, "-m", "service.cli", *args]
+    command = [sys.executable, "-m", "service.commands.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
 
 

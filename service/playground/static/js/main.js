@@ -9,7 +9,7 @@ import { renderRun } from "./results.js";
 
 const KEY_STORAGE = "diffplex.apiKey";
 const READY_RETRY_MS = 5000;
-// The prompt tags the server reads as adapters (service/prompt.py): dropped for the "without" twin.
+// The prompt tags the server reads as adapters (service/generation/prompt.py): dropped for the "without" twin.
 const TAG = /<(lora|lyco|vpt):[^:<>]+(:[^<>]*)?>/gi;
 
 const $ = (id) => document.getElementById(id);

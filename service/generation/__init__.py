@@ -1,0 +1,3 @@
+"""One request's path: params (the body) -> prompt (tags, tokens) -> plan (engine requests) -> runner (submit,
+wait) -> results (images out).
+"""

@@ -1,0 +1,1 @@
+"""Tenants' credentials: API keys, the admin key, and the names tenants and adapters may take."""

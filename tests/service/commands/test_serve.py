@@ -1,0 +1,58 @@
+"""`diffplex tenants` on an embedded store, `diffplex serve` refusing to start without a model, and the
+generated admin key file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from service.core.settings import Settings
+from service.stores import LocalStore
+from service.tenants.admin_key import resolve_admin_key
+
+
+def run(*args: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "DIFFPLEX_DATA_DIR": str(data_dir), **env}
+    environment.pop("DIFFPLEX_REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "service.commands.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+
+def test_tenants_cli_creates_lists_and_deletes(tmp_path: Path) -> None:
+    created = run("tenants", "create", "acme", data_dir=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["api_key"]
+    assert LocalStore(tmp_path).authenticate(key) == LocalStore(tmp_path).get_tenant("acme")
+    listed = run("tenants", "list", data_dir=tmp_path)
+    assert [json.loads(line)["tenant"] for line in listed.stdout.splitlines()] == ["acme"]
+    again = run("tenants", "create", "acme", data_dir=tmp_path)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    bad = run("tenants", "create", "Not OK", data_dir=tmp_path)
+    assert bad.returncode == 2 and "not allowed" in bad.stderr
+    assert run("tenants", "delete", "acme", data_dir=tmp_path).returncode == 0
+    assert run("tenants", "delete", "acme", data_dir=tmp_path).returncode == 1
+
+
+def test_serve_without_a_model_says_what_to_do(tmp_path: Path) -> None:
+    result = run("serve", data_dir=tmp_path, DIFFPLEX_MODEL_DIR=str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert "make train-backbone" in result.stderr and "DIFFPLEX_MODEL_DIR" in result.stderr
+
+
+def test_embedded_mode_generates_a_private_admin_key_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", redis_url=None, admin_key=None)
+    key = resolve_admin_key(settings)
+    path = tmp_path / "data" / "admin_key"
+    assert path.read_text().strip() == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert resolve_admin_key(settings) == key  # reused on restart
+    assert resolve_admin_key(Settings(data_dir=tmp_path, admin_key="chosen")) == "chosen"
