@@ -32,4 +32,4 @@ def test_the_api_still_needs_a_key(server: Server) -> None:
 
 def test_a_missing_asset_is_a_404_in_the_api_error_shape(server: Server) -> None:
     assert_error(httpx.get(f"{server.url}/playground/nope.js"), 404)
-    assert_error(httpx.get(f"{server.url}/playground/../service/settings.py"), 404)
+    assert_error(httpx.get(f"{server.url}/playground/../service/core/settings.py"), 404)
