@@ -11,6 +11,14 @@ from adapters.errors import AdapterError, listing
 from adapters.spec import BackboneSpec
 from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
 
+# Where an operator raises R, named in the refusal (a tenant cannot retrain every LoRA it has to rank 16). The
+# service knows its backend and may name only its own setting (`ExportLimits.rank_setting`); this package
+# does not import the service, so the default names both.
+RANK_SETTING = (
+    "DIFFPLEX_ENGINE__LORA_RANK on the PyTorch backend; `diffplex export --lora-rank N` and a new export on "
+    "the exported backends"
+)
+
 
 @dataclass(frozen=True)
 class ExportLimits:
@@ -20,6 +28,7 @@ class ExportLimits:
     max_vpt_tokens: int  # P
     max_ti_vectors: int = 16  # vectors per textual-inversion token (each takes a prompt position)
     max_ti_tokens: int = 64  # tokens per textual-inversion file
+    rank_setting: str = RANK_SETTING  # the operator setting that raises max_lora_rank, for the refusal
 
 
 def validate(adapter: Adapter, spec: BackboneSpec, limits: ExportLimits) -> None:
@@ -54,7 +63,8 @@ def validate_lora(adapter: LoRAAdapter, spec: BackboneSpec, limits: ExportLimits
         if not 1 <= layer.rank <= limits.max_lora_rank:
             raise AdapterError(
                 f"LoRA layer {name} has rank {layer.rank}; this export allows 1 to {limits.max_lora_rank}: "
-                "retrain or resize the LoRA to a lower rank"
+                f"retrain or resize the LoRA to a lower rank, or ask the operator to raise the cap "
+                f"({limits.rank_setting})"
             )
         if not (math.isfinite(layer.alpha) and layer.alpha > 0):
             raise AdapterError(f"LoRA layer {name} has alpha {layer.alpha}; it must be a positive number")

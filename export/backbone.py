@@ -13,6 +13,7 @@ from torch import nn
 
 from adapters.fingerprint import canonical_module_name, fingerprinted_parameters, sampled_names
 from export.errors import ExportError
+from export.variants import pipeline_variants
 from export.weights import read_tensors
 
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -86,23 +87,30 @@ def _backbone(model_dir: Path, unet: nn.Module, text_encoder: nn.Module, vae: nn
     )
 
 
-def load_backbone(model_dir: Path) -> Backbone:
-    """Components in fp32 eval mode, frozen. Raises ExportError naming what is missing or unsupported."""
+def load_backbone(model_dir: Path, variant: str | None = None) -> Backbone:
+    """Components in fp32 eval mode, frozen (variant weights, e.g. fp16, are upcast). `variant`: the weights
+    variant to load (None: the plain weights, or the one variant a component holds without them,
+    export/variants.py). Raises ExportError naming what is missing or unsupported."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     model_dir = Path(model_dir)
     check_layout(model_dir)
+    variants = pipeline_variants(model_dir, variant)
     try:
-        unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", torch_dtype=torch.float32)
-        vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32)
-        text_encoder = CLIPTextModel.from_pretrained(model_dir / "text_encoder", torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(
+            model_dir / "unet", torch_dtype=torch.float32, variant=variants["unet"]
+        )
+        vae = AutoencoderKL.from_pretrained(model_dir / "vae", torch_dtype=torch.float32, variant=variants["vae"])
+        text_encoder = CLIPTextModel.from_pretrained(
+            model_dir / "text_encoder", torch_dtype=torch.float32, variant=variants["text_encoder"]
+        )
     except (OSError, ValueError) as e:
         raise ExportError(f"cannot load the pipeline in {model_dir}: {e}") from e
     return _backbone(model_dir, unet, text_encoder, vae)
 
 
-def load_backbone_without_weights(model_dir: Path) -> Backbone:
+def load_backbone_without_weights(model_dir: Path, variant: str | None = None) -> Backbone:
     """The same modules built from the configs on the meta device (shapes, no storage), except the parameters
     `backbone_fingerprint` hashes and the token embedding table, read from the safetensors files: enough for
     `build_spec` and the host's BackboneInfo (what an API replica validates against) in a fraction of the
@@ -112,6 +120,7 @@ def load_backbone_without_weights(model_dir: Path) -> Backbone:
 
     model_dir = Path(model_dir)
     check_layout(model_dir)
+    variants = pipeline_variants(model_dir, variant)
     try:
         with torch.device("meta"):
             unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(model_dir / "unet"))
@@ -124,7 +133,7 @@ def load_backbone_without_weights(model_dir: Path) -> Backbone:
     for component, module in (("unet", unet), ("text_encoder", text_encoder)):
         canonical = partial(canonical_module_name, component)  # how the checkpoint's keys are matched, too
         wanted = {canonical(n): n for n, p in module.named_parameters() if canonical(n) in sampled or p is embedding}
-        for name, value in read_tensors(model_dir / component, wanted, canonical).items():
+        for name, value in read_tensors(model_dir / component, wanted, canonical, variants[component]).items():
             _materialize(module, wanted[name], value.to(torch.float32))
     return _backbone(model_dir, unet, text_encoder, vae)
 

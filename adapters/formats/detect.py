@@ -8,6 +8,7 @@ from adapters.errors import AdapterError
 from adapters.formats.caps import ReadCaps
 from adapters.formats.lora_diffusers import read_diffusers_lora
 from adapters.formats.lora_kohya import is_kohya, read_kohya_lora
+from adapters.formats.lora_variants import has_variant_keys
 from adapters.formats.safetensors_io import Header, looks_like_safetensors, read_header, read_safetensors
 from adapters.formats.ti_a1111 import EMB_PARAMS, read_a1111_safetensors, read_pt_ti
 from adapters.formats.ti_diffusers import read_diffusers_ti
@@ -24,7 +25,9 @@ def detect_kind(header: Header) -> AdapterKind:
     keys = list(header.tensors)
     if is_vpt(keys, header.metadata):
         return "vpt"
-    if is_kohya(keys) or any(m in k for k in keys for m in LORA_MARKERS):  # the LoRA reader names stray keys
+    # the LoRA reader names stray keys; a LoHa / LoKr / DoRA file in peft's layout has no LoRA marker, and
+    # read as an embedding it was refused as one "trained for another model"
+    if is_kohya(keys) or has_variant_keys(keys) or any(m in k for k in keys for m in LORA_MARKERS):
         return "lora"
     if EMB_PARAMS in keys or (
         0 < len(keys) <= MAX_TI_TOKENS and all(len(t.shape) in (1, 2) for t in header.tensors.values())

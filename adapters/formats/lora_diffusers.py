@@ -18,6 +18,7 @@ import torch
 
 from adapters.errors import AdapterError
 from adapters.formats.lora_keys import RawLayer, group_layers, to_peft_keys
+from adapters.formats.lora_variants import refuse_variants
 from adapters.types import LoRAAdapter, LoRALayer
 
 METADATA_KEY = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
@@ -28,6 +29,7 @@ PATTERN_KEY = re.compile(r"\^?[\w.]{1,200}")
 
 
 def read_diffusers_lora(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> LoRAAdapter:
+    refuse_variants(tensors)  # before diffusers' converters, which may rename or drop what they do not know
     configs = _component_configs(metadata.get(METADATA_KEY))
     layers = {}
     for raw in group_layers(to_peft_keys(tensors)):

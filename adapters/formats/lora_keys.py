@@ -16,6 +16,7 @@ import torch
 
 from adapters.errors import AdapterError, listing
 from adapters.fingerprint import canonical_module_name
+from adapters.formats.lora_variants import refuse_conv, refuse_variants
 
 PEFT_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up"}
 
@@ -74,8 +75,7 @@ def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
     """Pair `lora_A`/`lora_B` per module; 1x1-conv LoRA weights are flattened to linear ones."""
-    if dora := [k for k in peft_state_dict if "lora_magnitude_vector" in k or "dora_scale" in k]:
-        raise AdapterError(f"DoRA adapters are not supported (keys {listing(dora)}); export a plain LoRA")
+    refuse_variants(peft_state_dict)  # the readers refuse these first; here too, for any other caller
     parts: dict[str, dict[str, torch.Tensor]] = {}
     unknown = []
     for key, tensor in peft_state_dict.items():
@@ -86,13 +86,16 @@ def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
         parts.setdefault(key.removesuffix(suffix), {})[PEFT_SUFFIXES[suffix]] = tensor
     if unknown:
         raise AdapterError(f"unrecognized LoRA keys (LoRA biases, LyCORIS?): {listing(unknown)}")
-    layers, not_linear = [], []
+    layers, not_linear, locon = [], [], []
     for path, pair in sorted(parts.items()):
         if set(pair) != {"down", "up"}:
             raise AdapterError(
                 f"LoRA module {path} has only lora_{'A' if 'down' in pair else 'B'}: the file is incomplete"
             )
         down, up = as_linear(pair["down"]), as_linear(pair["up"])
+        if is_locon(pair["down"]):
+            locon.append(f"{path} (lora_A {tuple(pair['down'].shape)})")
+            continue
         if down is None or up is None:
             not_linear.append(f"{path} (A {tuple(pair['down'].shape)}, B {tuple(pair['up'].shape)})")
             continue
@@ -100,9 +103,16 @@ def group_layers(peft_state_dict: Mapping[str, torch.Tensor]) -> list[RawLayer]:
             raise AdapterError(f"LoRA module {path}: down has rank {down.shape[0]} but up has rank {up.shape[1]}")
         component, module = path.split(".", 1)
         layers.append(RawLayer(component, module, down, up))
+    refuse_conv(locon)
     if not_linear:
         raise AdapterError(f"only linear and 1x1-conv LoRA layers are supported, not: {listing(not_linear)}")
     return layers
+
+
+def is_locon(down: torch.Tensor) -> bool:
+    """A conv LoRA with a kernel larger than 1x1 (LoCon: `down` [r, in, k, k], `up` [out, r, 1, 1]); the
+    kernel is the down weight's, whatever `up` is."""
+    return down.ndim == 4 and tuple(down.shape[2:]) != (1, 1)
 
 
 def as_linear(weight: torch.Tensor) -> torch.Tensor | None:

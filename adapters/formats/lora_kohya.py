@@ -17,7 +17,8 @@ from collections.abc import Mapping
 import torch
 
 from adapters.errors import AdapterError, listing
-from adapters.formats.lora_keys import as_linear, group_layers, to_peft_keys
+from adapters.formats.lora_keys import as_linear, group_layers, is_locon, to_peft_keys
+from adapters.formats.lora_variants import refuse_conv, refuse_variants
 from adapters.types import LoRAAdapter, LoRALayer
 
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
@@ -31,8 +32,7 @@ def is_kohya(keys: list[str]) -> bool:
 
 
 def read_kohya_lora(tensors: Mapping[str, torch.Tensor]) -> LoRAAdapter:
-    if dora := [k for k in tensors if k.endswith(".dora_scale")]:
-        raise AdapterError(f"DoRA adapters are not supported ({dora[0]}, ...); export a plain LoRA")
+    refuse_variants(tensors)  # LoHa / LoKr / DoRA: before the layout check, which would call them stray keys
     check_layout(tensors)
     weights = {k: v for k, v in tensors.items() if not k.endswith(".alpha")}
     shadow = {}
@@ -68,6 +68,14 @@ def check_layout(tensors: Mapping[str, torch.Tensor]) -> None:
         )
     if orphans := sorted(f"{n}.alpha" for n, parts in modules.items() if set(parts) == {"alpha"}):
         raise AdapterError(f"kohya alphas without LoRA weights: {listing(orphans)}")
+    # every LoCon conv layer is named at once, before any per-module error: they are one reason, not many
+    refuse_conv(
+        [
+            f"{name} (lora_down {tuple(parts['lora_down'].shape)})"
+            for name, parts in sorted(modules.items())
+            if "lora_down" in parts and is_locon(parts["lora_down"])
+        ]
+    )
     for name, parts in sorted(modules.items()):
         if missing := {"lora_down", "lora_up"} - set(parts):
             (has,) = {"lora_down", "lora_up"} - missing

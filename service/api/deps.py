@@ -95,6 +95,8 @@ Admin = Depends(require_admin)
 
 
 async def model_parts(state: State) -> ModelParts:
+    if state.load_error is not None:  # no Retry-After: a retry fails the same way until the model is fixed
+        raise ApiError(503, state.load_error, type="server_error", code="model_load_failed")
     if state.model is None or state.stopping:
         reason = state.load_error or ("the server is shutting down" if state.stopping else "the model is loading")
         raise ApiError(

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.boot.model import load_model
+from service.boot.run import stop_on_load_error
 from service.boot.state import ServiceState
 from service.core.settings import Settings
 from service.stores import open_store
@@ -26,6 +27,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = ServiceState(settings, store, app.state.metrics, admin_key)
     app.state.service = state
     loader = asyncio.create_task(load_model(state))
+    loader.add_done_callback(lambda _: stop_on_load_error(app, state))
     try:
         yield
     finally:

@@ -38,6 +38,7 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
         threads=settings.engine.threads,
         base_graphs=settings.engine.base_graphs,
         lora_graphs=settings.engine.lora_graphs,
+        model_variant=settings.model_variant,
     )
     # Synchronous requests are capped by `settings.fairness`; accepted jobs (`JobManager.start_stored`) enter
     # uncapped, their work having been checked when they were accepted (by the engine, or by the store with the
@@ -60,6 +61,7 @@ def validation_info(settings: Settings) -> BackboneInfo:
         settings.export_dir,
         lora_rank=settings.engine.lora_rank,
         vpt_tokens=settings.engine.vpt_tokens,
+        model_variant=settings.model_variant,
     )
 
 
@@ -69,11 +71,30 @@ def warm_up(engine: Engine) -> None:
     job.result(timeout=WARMUP_TIMEOUT_S)
 
 
+def load_error_message(settings: Settings, error: Exception) -> str:
+    """What /livez, the model routes and the exit say: the underlying error, and what to change. A load that
+    failed once fails again the same way: only a fix and a restart help, so nothing here says "retry"."""
+    where = settings.export_dir if settings.backend != "pytorch" else settings.model_dir
+    setting = "DIFFPLEX_EXPORT_DIR" if settings.backend != "pytorch" else "DIFFPLEX_MODEL_DIR"
+    return (
+        f"the model did not load ({type(error).__name__}: {error}): fix the {settings.backend} model at {where} "
+        f"({setting}) and restart"
+    )
+
+
 async def load_model(state: ServiceState) -> None:
     settings = state.settings
     engine: Engine | None = None
     try:
         stream = await asyncio.to_thread(open_stream, settings, state.store)  # Redis: the job stream
+    except Exception as error:
+        state.load_error = (
+            f"the job stream did not open ({type(error).__name__}: {error}): check that Redis answers at "
+            "DIFFPLEX_REDIS_URL and restart"
+        )
+        log.exception("the job stream did not open", extra={"reason": state.load_error})
+        return
+    try:
         if settings.role == "api":
             info = await asyncio.to_thread(validation_info, settings)
         else:
@@ -82,10 +103,15 @@ async def load_model(state: ServiceState) -> None:
             if settings.warmup:
                 await asyncio.to_thread(warm_up, engine)
     except Exception as error:
-        log.exception("the model did not load")
-        state.load_error = f"the model did not load ({type(error).__name__}: {error})"
+        state.load_error = load_error_message(settings, error)
+        log.exception("the model did not load", extra={"reason": state.load_error})
         return
-    limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens)
+    rank_setting = (
+        "DIFFPLEX_ENGINE__LORA_RANK"
+        if settings.backend == "pytorch"
+        else "`diffplex export --lora-rank N`, then serve the new export"
+    )
+    limits = ExportLimits(max_lora_rank=info.lora_rank, max_vpt_tokens=info.vpt_tokens, rank_setting=rank_setting)
     cache = AdapterCache(state.store, info.spec, limits, settings.adapter_cache_bytes, state.metrics)
     runner = Runner(engine, state.metrics) if engine is not None else None
     largest = max_side(info.image_size)  # the largest side a request may generate

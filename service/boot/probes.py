@@ -16,10 +16,13 @@ from service.core.responses import content, errors
 router = APIRouter()
 
 
-@router.get("/livez", tags=["health"])
-async def livez() -> dict[str, str]:
-    """The process serves HTTP (the model may still be loading)."""
-    return {"status": "ok"}
+@router.get("/livez", tags=["health"], responses=errors(503))
+async def livez(state: State) -> JSONResponse:
+    """The process serves HTTP (the model may still be loading); 503 with the reason once the model failed to
+    load (with DIFFPLEX_EXIT_ON_LOAD_ERROR=false): only a restart after a fix helps, so the orchestrator restarts it."""
+    if state.load_error is not None:
+        return respond(ApiError(503, state.load_error, type="server_error", code="model_load_failed"))
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", tags=["health"], responses=errors(503))

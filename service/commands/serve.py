@@ -13,15 +13,35 @@ import uvicorn
 from service.core.settings import Settings
 
 GRACEFUL_SHUTDOWN_S = 150  # above the app's drain timeout: accepted requests finish before the exit
+STARTUP_FAILURE_EXIT = 3  # uvicorn.run's status when the server never started (port taken, lifespan failed)
+
+
+def missing_pipeline(settings: Settings) -> str:
+    """Why `settings.model_dir` is no pipeline, and what to do: the embedded backbone is trained, a directory
+    someone chose is theirs to fix."""
+    where = settings.model_dir
+    if "model_dir" not in settings.model_fields_set:  # the embedded default: not trained in this checkout
+        return (
+            f"no diffusers pipeline at {where}: train the default backbone (make train-backbone) "
+            "or set DIFFPLEX_MODEL_DIR"
+        )
+    missing = (
+        "does not exist"
+        if not where.exists()
+        else "is not a directory"
+        if not where.is_dir()
+        else "has no model_index.json"
+    )
+    return (
+        f"no diffusers pipeline at {where} (DIFFPLEX_MODEL_DIR): it {missing}; point DIFFPLEX_MODEL_DIR at a diffusers "
+        "pipeline directory (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+    )
 
 
 def configuration_error(settings: Settings) -> str | None:
     """What keeps these settings from starting (shared with `diffplex worker`), or None."""
     if settings.backend == "pytorch" and not (settings.model_dir / "model_index.json").exists():
-        return (
-            f"no diffusers pipeline at {settings.model_dir}: train the default backbone "
-            "(make train-backbone) or set DIFFPLEX_MODEL_DIR"
-        )
+        return missing_pipeline(settings)
     if settings.backend != "pytorch" and settings.export_dir is None:
         return f"the {settings.backend} backend needs DIFFPLEX_EXPORT_DIR (diffplex export)"
     if settings.role == "worker" and not settings.redis_url:
@@ -51,11 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from service.api import create_app
     from service.boot.http_server import uvicorn_options
+    from service.boot.run import LOAD_FAILED_EXIT, serve
     from service.core.logs import configure_logging
 
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # our JSON logging, configured above
@@ -64,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=settings.keep_alive_s,
         **uvicorn_options(settings),  # connection cap, request head size and deadline
     )
-    return 0
+    server = uvicorn.Server(config)
+    if load_error := serve(server, app):
+        print(f"diffplex serve: {load_error}", file=sys.stderr)
+        return LOAD_FAILED_EXIT
+    return 0 if server.started else STARTUP_FAILURE_EXIT
 
 
 if __name__ == "__main__":

@@ -81,11 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from service.boot.http_server import uvicorn_options
+    from service.boot.run import LOAD_FAILED_EXIT, serve
     from service.core.logs import configure_logging
 
     configure_logging(settings.log_level)
+    app = create_worker_app(settings)
     config = uvicorn.Config(
-        create_worker_app(settings),
+        app,
         host=settings.host,
         port=settings.worker.port,
         log_config=None,
@@ -94,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         **uvicorn_options(settings),  # its probes stay answerable: the same connection bounds as the API
     )
     server = _Server(config)
-    server.run()
+    if load_error := serve(server, app):
+        print(f"diffplex worker: {load_error}", file=sys.stderr)
+        return LOAD_FAILED_EXIT
     return 0 if server.started else 1
 
 

@@ -157,10 +157,16 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None  # None in embedded mode: generated into data_dir/admin_key
     backend: Backend = "pytorch"
     model_dir: Path = DEFAULT_MODEL_DIR
+    # The weights variant of `model_dir` to load ("fp16": `unet/diffusion_pytorch_model.fp16.safetensors`...),
+    # upcast to fp32. None: the plain weights, or the one variant a component holds without them.
+    model_variant: str | None = None
     export_dir: Path | None = None
     model_name: str = "diffplex-shapes"  # what `GET /v1/models` lists and `model` in requests may name
     adapter_cache_bytes: int = 512 * MiB
     warmup: bool = True  # one tiny generation before /readyz says ready
+    # A model that fails to load exits the process non-zero with the reason (an orchestrator shows it and
+    # restarts); false keeps serving, with /livez and the model routes answering 503 and the reason.
+    exit_on_load_error: bool = True
     log_level: str = "INFO"
     limits: Limits = Field(default_factory=Limits)
     fairness: FairnessSettings = Field(default_factory=FairnessSettings)

@@ -28,11 +28,13 @@ def load_runtime(
     fp16: bool = False,
     base_graphs: bool = True,
     lora_graphs: bool = True,
+    model_variant: str | None = None,
 ) -> Runtime:
+    """`model_variant`: the weights variant of `model_dir` (export/variants.py; None: detect)."""
     if backend == "pytorch":
         from service.runtime.torch_runtime import TorchRuntime
 
-        return TorchRuntime(model_dir, lora_rank=lora_rank, vpt_tokens=vpt_tokens)
+        return TorchRuntime(model_dir, lora_rank=lora_rank, vpt_tokens=vpt_tokens, variant=model_variant)
     export_dir = _exported(backend, export_dir)
     if backend == "onnxruntime":
         from service.runtime.onnx_runtime import OnnxRuntime
@@ -44,7 +46,12 @@ def load_runtime(
 
 
 def load_backbone_info(
-    backend: Backend, model_dir: Path, export_dir: Path | None = None, lora_rank: int = 16, vpt_tokens: int = 8
+    backend: Backend,
+    model_dir: Path,
+    export_dir: Path | None = None,
+    lora_rank: int = 16,
+    vpt_tokens: int = 8,
+    model_variant: str | None = None,
 ) -> BackboneInfo:
     """`load_runtime(...).info` (the same spec and fingerprint) without a graph session or a model parameter:
     megabytes where the runtime holds the model's gigabytes (deploy/README.md has the figures)."""
@@ -53,7 +60,7 @@ def load_backbone_info(
     if backend == "pytorch":
         from export.backbone import load_backbone_without_weights
 
-        return pipeline_info(load_backbone_without_weights(model_dir), lora_rank, vpt_tokens)
+        return pipeline_info(load_backbone_without_weights(model_dir, model_variant), lora_rank, vpt_tokens)
     from export.manifest import load_manifest
 
     export_dir = _exported(backend, export_dir)

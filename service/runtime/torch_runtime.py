@@ -24,8 +24,9 @@ class TorchRuntime(Runtime):
         device: str = "cpu",
         unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
         text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
+        variant: str | None = None,
     ) -> None:
-        backbone = load_backbone(model_dir)
+        backbone = load_backbone(model_dir, variant)  # fp32 whatever the variant's dtype: the graphs run fp32
         self.info = pipeline_info(backbone, lora_rank, vpt_tokens, unet_targets, text_encoder_targets)
         spec, vpt_tokens = self.info.spec, self.info.vpt_tokens
         self.device = torch.device(device)

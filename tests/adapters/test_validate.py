@@ -50,6 +50,17 @@ def test_lora_layer_failures(spec: BackboneSpec, layer: LoRALayer, message: str)
         validate(LoRAAdapter({Q: layer}), spec, LIMITS)
 
 
+def test_rank_refusal_names_the_setting_that_raises_the_cap(spec: BackboneSpec) -> None:
+    """A tenant cannot retrain every LoRA to the cap: the message says what the operator can change instead."""
+    over = LoRAAdapter({Q: LoRALayer(torch.ones(9, 32), torch.ones(32, 9), 9.0)})
+    with pytest.raises(AdapterError) as default:
+        validate(over, spec, LIMITS)
+    assert "DIFFPLEX_ENGINE__LORA_RANK" in str(default.value) and "diffplex export --lora-rank N" in str(default.value)
+    own = dataclasses.replace(LIMITS, rank_setting="DIFFPLEX_ENGINE__LORA_RANK, now 8")  # a backend's own text
+    with pytest.raises(AdapterError, match=r"raise the cap \(DIFFPLEX_ENGINE__LORA_RANK, now 8\)$"):
+        validate(over, spec, own)
+
+
 def test_textual_inversion_failures(spec: BackboneSpec) -> None:
     with pytest.raises(AdapterError, match=r"needs \[n, 32\]: the embedding was trained for another model"):
         validate(random_ti({"<a>": 1}, 768, seed=0), spec, LIMITS)

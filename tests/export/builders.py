@@ -58,3 +58,15 @@ def without_variants(export: Path, target: Path, drop: Callable[[str], bool]) ->
             (target / file).unlink()
     manifest.save(target)
     return target
+
+
+def fp16_variant_dirs(model_dir: Path, out: Path) -> tuple[Path, Path]:
+    """Two copies of `model_dir`'s weights rounded to fp16: one that holds only fp16-variant files
+    (`unet/diffusion_pytorch_model.fp16.safetensors`, ...), as half-precision checkpoints are published, and one
+    with the same rounded values as plain fp32 files (what the variant directory must load as)."""
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out / "fp16-variant", safe_serialization=True, variant="fp16")
+    pipe.to(torch.float32)
+    pipe.save_pretrained(out / "fp16-rounded", safe_serialization=True)
+    return out / "fp16-variant", out / "fp16-rounded"

@@ -87,7 +87,7 @@ def test_refused_layouts() -> None:
         load_adapter(peft_file(extra={f"unet.{Q}.lora_magnitude_vector": torch.ones(32)}))
     with pytest.raises(AdapterError, match="unrecognized LoRA keys"):
         load_adapter(peft_file(extra={f"unet.{Q}.lora_B.bias": torch.ones(32)}))
-    with pytest.raises(AdapterError, match="only linear and 1x1-conv"):
+    with pytest.raises(AdapterError, match="LoCon conv layers \\(1: unet.conv_in"):
         load_adapter(
             peft_file(
                 extra={
@@ -152,7 +152,7 @@ def test_kohya_refusals() -> None:
         load_adapter(safetensors_bytes(kohya() | {"lora_unet_mid_block_x.alpha": torch.tensor(1.0)}))
     with pytest.raises(AdapterError, match="DoRA"):
         load_adapter(safetensors_bytes(kohya() | {"lora_unet_mid_block_x.dora_scale": torch.ones(1, 4)}))
-    with pytest.raises(AdapterError, match="unsupported LoRA layout"):  # LyCORIS LoHa keys
+    with pytest.raises(AdapterError, match="LyCORIS LoHa layers on 1 module"):
         load_adapter(safetensors_bytes(kohya() | {"lora_unet_mid_block_x.hada_w1_a": torch.ones(4, 4)}))
 
 
@@ -180,7 +180,7 @@ BROKEN_KOHYA = {
     ),
     "conv-3x3": (
         kohya() | {f"{KQ}.lora_down.weight": torch.ones(4, 32, 3, 3), f"{KQ}.lora_up.weight": torch.ones(32, 4, 1, 1)},
-        "lora_down is \\(4, 32, 3, 3\\).*only linear",
+        f"LoCon conv layers \\(1: {KQ} \\(lora_down \\(4, 32, 3, 3\\)\\)\\) are not supported yet",
     ),
     "conv-5d": (kohya() | {f"{KQ}.lora_up.weight": torch.ones(32, 4, 1, 1, 1)}, "lora_up \\(32, 4, 1, 1, 1\\)"),
     "dotted-module": (

@@ -1,5 +1,5 @@
-"""`diffplex tenants` on an embedded store, `diffplex serve` refusing to start without a model, and the
-generated admin key file."""
+"""`diffplex tenants` on an embedded store, `diffplex serve` refusing to start without a model (saying which
+setting pointed where), and the generated admin key file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from service.commands.serve import missing_pipeline
 from service.core.settings import Settings
 from service.stores import LocalStore
 from service.tenants.admin_key import resolve_admin_key
@@ -45,7 +48,19 @@ def test_tenants_cli_creates_lists_and_deletes(tmp_path: Path) -> None:
 def test_serve_without_a_model_says_what_to_do(tmp_path: Path) -> None:
     result = run("serve", data_dir=tmp_path, DIFFPLEX_MODEL_DIR=str(tmp_path / "none"))
     assert result.returncode == 2
-    assert "make train-backbone" in result.stderr and "DIFFPLEX_MODEL_DIR" in result.stderr
+    # The operator chose that directory: the setting that pointed there and what is missing, not the default's
+    # training recipe.
+    assert f"{tmp_path / 'none'} (DIFFPLEX_MODEL_DIR): it does not exist" in result.stderr, result.stderr
+    assert "make train-backbone" not in result.stderr
+    (tmp_path / "empty").mkdir()
+    assert "it has no model_index.json" in missing_pipeline(Settings(model_dir=tmp_path / "empty"))
+
+
+def test_the_default_model_missing_points_at_its_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIFFPLEX_MODEL_DIR", raising=False)
+    default = Settings()
+    assert "model_dir" not in default.model_fields_set
+    assert "make train-backbone" in missing_pipeline(default)
 
 
 def test_embedded_mode_generates_a_private_admin_key_once(tmp_path: Path) -> None:

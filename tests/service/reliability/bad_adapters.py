@@ -324,6 +324,50 @@ def _dotted_key(m: str, t: dict) -> None:
     t[f"{m}.x.lora_down.weight"] = t.pop(f"{m}.lora_down.weight")
 
 
+def _locon(m: str, t: dict) -> None:
+    """A kohya LoCon: its linear layer is fine, its 3x3 resnet convs have no banks; not applied in part."""
+    for conv in ("down_blocks_0_resnets_0_conv1", "down_blocks_0_resnets_0_conv2"):
+        t[f"lora_unet_{conv}.lora_down.weight"] = torch.randn(2, 32, 3, 3)
+        t[f"lora_unet_{conv}.lora_up.weight"] = torch.randn(32, 2, 1, 1)
+        t[f"lora_unet_{conv}.alpha"] = torch.tensor(2.0)
+
+
+def _loha(m: str, t: dict) -> None:
+    """LyCORIS LoHa beside a plain LoRA module: the file is refused whole, not applied as its LoRA part."""
+    t |= {f"{m}_x.hada_{w}": torch.randn(4, 2) for w in ("w1_a", "w2_a")}
+    t |= {f"{m}_x.hada_{w}": torch.randn(2, 4) for w in ("w1_b", "w2_b")}
+
+
+def _lokr(m: str, t: dict) -> None:
+    for key in [k for k in t if k.startswith(m)]:
+        del t[key]
+    t[f"{m}.lokr_w1"], t[f"{m}.lokr_w2"] = torch.randn(4, 4), torch.randn(8, 8)
+
+
+def _dora(m: str, t: dict) -> None:
+    t[f"{m}.dora_scale"] = torch.ones(1, t[f"{m}.lora_down.weight"].shape[1])
+
+
+def peft_variant(suffixes: dict[str, tuple[int, ...]]) -> Builder:
+    """LyCORIS / DoRA tensors in peft's layout on the first U-Net target; shapes: -1 is the module's width."""
+
+    def build(spec: BackboneSpec, sentinel: Path) -> bytes:
+        target = spec.targets("unet")[0]
+        return safetensors_bytes(
+            {
+                f"{target.name}.{s}": torch.randn(*(target.d_in if d < 0 else d for d in shape))
+                for s, shape in suffixes.items()
+            }
+        )
+
+    return build
+
+
+PEFT_LOHA = {"hada_w1_a": (-1, 2), "hada_w1_b": (2, -1), "hada_w2_a": (-1, 2), "hada_w2_b": (2, -1)}
+PEFT_LOKR = {"lokr_w1": (4, 4), "lokr_w2": (8, 8)}
+PEFT_DORA = {"lora_A.weight": (2, -1), "lora_B.weight": (-1, 2), "lora_magnitude_vector": (-1,)}
+
+
 def lora_regex_pattern(spec: BackboneSpec, sentinel: Path) -> bytes:
     """peft would match this rank_pattern key as a regex against every module name: 21 s each."""
     config = json.dumps({"unet.r": 2, "unet.rank_pattern": {".*" * 8 + "z": 2}})
@@ -372,7 +416,7 @@ BAD_FILES = [
     BadFile("vpt-format-1", vpt_format_1, ("format_version 1", "diffplex adapters convert-vpt")),
     BadFile("lora-rank-zero", rank_zero_lora, ("rank 0",)),
     BadFile("lora-rank-zero-config", rank_zero_lora_with_config, ("rank 0",)),
-    BadFile("lora-rank-over-export", rank_over_export, ("rank 64",)),
+    BadFile("lora-rank-over-export", rank_over_export, ("rank 64", "DIFFPLEX_ENGINE__LORA_RANK")),
     BadFile("too-many-tensors", too_many_tensors, ("4100 tensors", "the limit is")),
     BadFile("too-many-ti-vectors", too_many_ti_vectors, ("70 vectors",)),
     BadFile("empty-embedding", empty_embedding, ("expected [D] or [n, D]",)),
@@ -393,7 +437,18 @@ BAD_FILES = [
     BadFile("kohya-1d-tensors", kohya_variant(_one_d), ("only linear",)),
     BadFile("kohya-scalar-down", kohya_variant(_scalar_down_no_alpha), ("lora_down is ()",)),
     BadFile("kohya-unknown-module", kohya_variant(_unknown_module), ("does not cover", "unet.no.such.block")),
-    BadFile("kohya-conv-3x3", kohya_variant(_conv_3x3), ("3, 3)", "only linear")),
+    BadFile("kohya-conv-3x3", kohya_variant(_conv_3x3), ("3, 3)", "LoCon conv layers (1: ", "not supported yet")),
+    BadFile("kohya-locon", kohya_variant(_locon), ("LoCon conv layers (2: ", "resnets_0_conv2", "without conv layers")),
+    BadFile("kohya-loha", kohya_variant(_loha), ("LyCORIS LoHa layers on 1 module(s)", "Nothing was applied")),
+    BadFile("kohya-lokr", kohya_variant(_lokr), ("LyCORIS LoKr layers on 1 module(s)", "plain LoRA")),
+    BadFile("kohya-dora", kohya_variant(_dora), ("DoRA layers on 1 module(s)", "plain LoRA")),
+    BadFile(
+        "peft-loha", peft_variant(PEFT_LOHA), ("LyCORIS LoHa layers on 1 module(s)", "module(s): unet.down_blocks.0")
+    ),
+    BadFile(
+        "peft-lokr", peft_variant(PEFT_LOKR), ("LyCORIS LoKr layers on 1 module(s)", "module(s): unet.down_blocks.0")
+    ),
+    BadFile("peft-dora", peft_variant(PEFT_DORA), ("DoRA layers on 1 module(s)", "module(s): unet.down_blocks.0")),
     BadFile("kohya-dotted-key", kohya_variant(_dotted_key), ("kohya keys are", ".x.lora_down.weight")),
     BadFile("lora-regex-pattern", lora_regex_pattern, ("is not a module path",)),
 ]
