@@ -12,6 +12,7 @@ import pytest
 
 from tests.service.api.server import ADMIN_KEY, Server
 from tests.service.api.test_images import FAST, assert_error
+from tests.service.worker.cluster import REDIS_URL, Worker
 
 EXIT_TIMEOUT_S = 120.0
 REASON = "no file named diffusion_pytorch_model.bin"  # diffusers' own words for a U-Net without weights
@@ -76,3 +77,24 @@ def wait_for_livez_503(server: Server) -> httpx.Response:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"/livez still answered 200 after {EXIT_TIMEOUT_S}s:\n{server.logs()}")
+
+
+def test_worker_exits_non_zero_with_the_reason(unloadable_dir: Path, tmp_path: Path) -> None:
+    """`diffplex worker` takes the same path: on a model it cannot load it stops taking jobs and exits 1, saying
+    why, instead of holding its stream group membership with no engine behind it."""
+    worker = Worker(
+        unloadable_dir,
+        tmp_path / "data",
+        tmp_path / "worker.log",
+        DIFFPLEX_REDIS_URL=REDIS_URL,
+        DIFFPLEX_REDIS_PREFIX=f"load-failure-{tmp_path.name}:",
+        DIFFPLEX_ADMIN_KEY=ADMIN_KEY,
+    )
+    try:
+        status = worker.process.wait(timeout=EXIT_TIMEOUT_S)
+    finally:
+        worker.stop()
+    logs = worker.logs()
+    assert status == 1, logs
+    assert REASON in logs and "DIFFPLEX_MODEL_DIR" in logs, logs
+    assert logs.strip().splitlines()[-1].startswith("diffplex worker: the model did not load (ExportError"), logs
