@@ -179,5 +179,6 @@ class Settings(BaseSettings):
         """The origin clients reach this service at, for URLs the service hands out."""
         if self.http.public_base_url:
             return self.http.public_base_url.rstrip("/")
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = "localhost" if self.host in ("", "0.0.0.0", "::") else self.host  # all interfaces: this machine
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
