@@ -14,7 +14,7 @@ from service.api.body import FORM_ROOM, BodyPolicy, declared_length
 from service.api.deps import CALLER, check_admin, check_upload_rate, tenant_for
 from service.boot.state import ServiceState
 from service.core.logs import tenant_var
-from service.stores.base import AdapterMeta, Quota, QuotaExceeded, TenantRecord
+from service.stores.base import AdapterMeta, Quota, TenantRecord
 from service.stores.quota import check_quota
 
 ADMIN_PREFIX = "/v1/admin/"
@@ -53,18 +53,12 @@ async def admit(
 
 
 async def _check_quota(state: ServiceState, caller: TenantRecord, name: str, declared: int | None) -> None:
-    """The early refusal: the adapter count, and the body's declared size less the form's room (the file is at
-    least that large; nothing is known of a chunked body's size yet). The store checks the quota again,
-    exactly, when it writes the file."""
+    """The early refusal, by the store's own rule: the adapter count, and the body's declared size less the
+    form's room (the file is at least that large; nothing is known of a chunked body's size yet). The store
+    checks the quota again, exactly, when it writes the file."""
     limits = state.settings.limits
     quota = Quota(max_count=limits.max_adapters_per_tenant, max_bytes=limits.max_adapter_bytes_per_tenant)
     adapters = await asyncio.to_thread(state.store.list_adapters, caller.name, caller.epoch)
     others = [m for m in adapters if m.name != name]  # a replacement frees the old file's bytes
-    check_quota(others, AdapterMeta(name=name, kind="lora", size=0, sha256=""), quota)  # the count
     least = max(0, (declared or 0) - FORM_ROOM)
-    used = sum(m.size for m in others)
-    if used + least > quota.max_bytes:
-        raise QuotaExceeded(
-            f"this upload (a body of {declared} bytes) would bring your adapters over {quota.max_bytes} bytes "
-            f"(you have {used}): delete adapters or upload a smaller file"
-        )
+    check_quota(others, AdapterMeta(name=name, kind="lora", size=least, sha256=""), quota)

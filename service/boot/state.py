@@ -74,7 +74,6 @@ class ServiceState:
             self.model.cache,
             self.settings,
             info,
-            info.size_multiple,
             init_image=init_image,
             strength=strength,
             request_id=request_id,

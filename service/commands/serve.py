@@ -8,12 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from service.core.settings import Settings
-
-GRACEFUL_SHUTDOWN_S = 150  # above the app's drain timeout: accepted requests finish before the exit
-STARTUP_FAILURE_EXIT = 3  # uvicorn.run's status when the server never started (port taken, lifespan failed)
 
 
 def missing_pipeline(settings: Settings) -> str:
@@ -70,27 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from service.api import create_app
-    from service.boot.http_server import uvicorn_options
-    from service.boot.run import LOAD_FAILED_EXIT, serve
+    from service.boot.run import run_server
     from service.core.logs import configure_logging
 
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # our JSON logging, configured above
-        access_log=False,  # the request middleware logs each request with its id
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        timeout_keep_alive=settings.keep_alive_s,
-        **uvicorn_options(settings),  # connection cap, request head size and deadline
-    )
-    server = uvicorn.Server(config)
-    if load_error := serve(server, app):
-        print(f"diffplex serve: {load_error}", file=sys.stderr)
-        return LOAD_FAILED_EXIT
-    return 0 if server.started else STARTUP_FAILURE_EXIT
+    return run_server("serve", create_app(settings), settings, settings.port)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from fastapi import FastAPI
 from service.commands.serve import configuration_error
 from service.core.settings import Settings
 
-GRACEFUL_SHUTDOWN_S = 150  # above the drain timeout: running jobs finish before the exit
-
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM after its graceful shutdown (the exit status then reads "killed"); a worker
@@ -80,26 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diffplex worker: {problem}", file=sys.stderr)
         return 2
 
-    from service.boot.http_server import uvicorn_options
-    from service.boot.run import LOAD_FAILED_EXIT, serve
+    from service.boot.run import run_server
     from service.core.logs import configure_logging
 
     configure_logging(settings.log_level)
-    app = create_worker_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.worker.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        **uvicorn_options(settings),  # its probes stay answerable: the same connection bounds as the API
-    )
-    server = _Server(config)
-    if load_error := serve(server, app):
-        print(f"diffplex worker: {load_error}", file=sys.stderr)
-        return LOAD_FAILED_EXIT
-    return 0 if server.started else 1
+    return run_server("worker", create_worker_app(settings), settings, settings.worker.port, _Server)
 
 
 if __name__ == "__main__":

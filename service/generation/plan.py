@@ -126,13 +126,13 @@ def plan(
     cache: AdapterCache,
     settings: Settings,
     info: BackboneInfo,
-    size_multiple: int,
     init_image: np.ndarray | None = None,
     strength: float = 0.8,
     request_id: str = "",
     epoch: str | None = None,
 ) -> Plan:
     """Blocking (store reads, adapter parsing): call it from a worker thread."""
+    size_multiple = info.size_multiple
     check_limits(params, settings)
     try:
         prompt, tags = extract_tags(params.prompt)

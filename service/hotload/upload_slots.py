@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from service.core.errors import ApiError
+from service.core.errors import retry_later
 
 BUSY_RETRY_S = 2  # an upload of a few MiB finishes in about that much time on a fair link
 
@@ -27,14 +27,8 @@ class UploadSlots:
         """A slot for one upload of `tenant`, or 429 when it has `per_tenant` in flight. Returns the function
         that gives the slot back (safe to call twice: once when the body is in, once when the request ends)."""
         if self.per_tenant > 0 and self._held[tenant] >= self.per_tenant:
-            raise ApiError(
-                429,
-                f"you already have {self.per_tenant} uploads in progress: wait for one to finish "
-                f"(retry in {BUSY_RETRY_S}s)",
-                type="rate_limit_error",
-                code="too_many_uploads",
-                headers={"Retry-After": str(BUSY_RETRY_S)},
-            )
+            message = f"you already have {self.per_tenant} uploads in progress: wait for one to finish"
+            raise retry_later(429, message, "too_many_uploads", BUSY_RETRY_S)
         self._held[tenant] += 1
         given_back = False
 

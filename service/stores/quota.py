@@ -16,6 +16,6 @@ def check_quota(others: Sequence[AdapterMeta], new: AdapterMeta, quota: Quota) -
     used = sum(m.size for m in others)
     if used + new.size > quota.max_bytes:
         raise QuotaExceeded(
-            f"this upload ({new.size} bytes) would bring your adapters to {used + new.size} bytes; the limit "
-            f"is {quota.max_bytes}: delete adapters or upload a smaller file"
+            f"this upload ({new.size} bytes) would bring your adapters over the limit of {quota.max_bytes} bytes "
+            f"(to {used + new.size}): delete adapters or upload a smaller file"
         )

@@ -59,7 +59,6 @@ class LocalModel:
             self.cache,
             self.settings,
             info,
-            info.size_multiple,
             init_image=init_image,
             strength=strength,
             request_id=request_id,
