@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv redis chromium test lint serve train-backbone train-judge eval clean
+.PHONY: venv redis chromium test lint serve demo train-backbone train-judge eval clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: venv
 
 serve: venv
 	$(VENV)/bin/diffplex serve
+
+# Against a running server (`make serve` in another terminal): a fresh tenant, the shipped adapters uploaded,
+# one labelled grid in .work/demo/demo.png and a curl line per request.
+demo: venv
+	$(VENV)/bin/diffplex demo
 
 train-backbone: venv
 	$(VENV)/bin/diffplex train-backbone

@@ -11,25 +11,32 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError
-from adapters.formats.caps import ReadCaps
-from adapters.formats.safetensors_io import read_safetensors
-from adapters.formats.vpt import PRE_NORM_FORMAT_VERSION, read_vpt, write_vpt
-from adapters.install import vpt_block_norms
-from adapters.spec import build_spec
-from adapters.types import VPTAdapter
-from adapters.validate import ExportLimits, validate_vpt
-from adapters.vpt import convert_pre_norm_tokens
+from models.shapes.paths import PIPELINE_DIR
+
+if TYPE_CHECKING:
+    from adapters.formats.caps import ReadCaps
+    from adapters.types import VPTAdapter
 
 EXIT_BAD_INPUT = 2
 
 
-def convert_vpt_bytes(data: bytes, model_dir: Path, caps: ReadCaps = ReadCaps()) -> VPTAdapter:
+def convert_vpt_bytes(data: bytes, model_dir: Path, caps: ReadCaps | None = None) -> VPTAdapter:
     """The format-1 VPT in `data`, converted on the backbone in `model_dir` (the one it was trained on)."""
-    from adapters.training.loop import load_frozen_pipeline  # diffusers: only when a conversion runs
+    # torch and diffusers: imported when a conversion runs, so `diffplex adapters convert-vpt --help` answers at once
+    from adapters.formats.caps import ReadCaps
+    from adapters.formats.safetensors_io import read_safetensors
+    from adapters.formats.vpt import PRE_NORM_FORMAT_VERSION, read_vpt
+    from adapters.install import vpt_block_norms
+    from adapters.spec import build_spec
+    from adapters.training.loop import load_frozen_pipeline
+    from adapters.types import VPTAdapter
+    from adapters.validate import ExportLimits, validate_vpt
+    from adapters.vpt import convert_pre_norm_tokens
 
-    tensors, metadata = read_safetensors(data, caps)
+    tensors, metadata = read_safetensors(data, caps or ReadCaps())
     old = read_vpt(tensors, metadata, version=PRE_NORM_FORMAT_VERSION)
     pipe = load_frozen_pipeline(model_dir)
     spec = build_spec(pipe.unet, pipe.text_encoder)
@@ -46,8 +53,6 @@ def convert_vpt_bytes(data: bytes, model_dir: Path, caps: ReadCaps = ReadCaps())
 
 
 def parser() -> argparse.ArgumentParser:
-    from models.shapes.train_backbone import PIPELINE_DIR
-
     p = argparse.ArgumentParser(
         prog="diffplex adapters convert-vpt",
         description="Convert a format-1 VPT file (tokens before norm1) to the format diffplex serves (2).",
@@ -69,6 +74,8 @@ def main(argv: list[str]) -> int:
     except (AdapterError, FileNotFoundError) as error:
         print(f"diffplex adapters convert-vpt: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from adapters.formats.vpt import write_vpt
+
     write_vpt(adapter, args.out)
     print(f"wrote {args.out}: {adapter.depth} VPT, {adapter.num_tokens} tokens, format 2")
     return 0

@@ -1,7 +1,9 @@
-"""LoRA math for banks: per-request scales, several LoRAs concatenated along the rank, rank padding.
+"""LoRA math for banks: per-request scales, several LoRAs concatenated along the rank, the rank buckets of calls.
 
 `y = W x + sum_k s_k B_k A_k x = W x + [s_1 B_1 | s_2 B_2 | ...] [A_1; A_2; ...] x`, with
 `s_k = alpha_k / rank_k * weight_k`: so one request's LoRAs are one LoRA of rank `sum r_k`, scales in B.
+A slot's rows keep that rank; a call zero-pads every slot to one rank, the call's bucket (`rank_bucket`): zero
+rows of A and columns of B add exactly nothing (adapters/packing.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ import torch
 
 from adapters.errors import AdapterError
 from adapters.types import AdapterSet, LoRAAdapter, LoRALayer
+from adapters.validate import RANK_SETTING
+
+# The rank cap: the largest total rank one request may put on one module (`diffplex export --lora-rank`,
+# `DIFFPLEX_ENGINE__LORA_RANK`). The graphs take any rank up to it per call, so a high cap costs nothing
+# until a request uses it; 128 covers the ranks LoRAs are commonly published at (4 to 128).
+DEFAULT_LORA_RANK = 128
+# The smallest bucket: below it the bank gathers and small matmuls cost the same whatever the rank.
+MIN_RANK_BUCKET = 4
 
 
 def lora_scale(layer: LoRALayer, weight: float = 1.0) -> float:
@@ -26,16 +36,25 @@ def concat_layers(parts: Sequence[tuple[LoRALayer, float]]) -> tuple[torch.Tenso
     return down, up
 
 
-def pad_rank(down: torch.Tensor, up: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad to rank R: the padded rows of A and columns of B add exactly nothing."""
-    extra = rank - down.shape[0]
-    if extra < 0:
-        raise ValueError(f"rank {down.shape[0]} does not fit in {rank}")
-    return torch.nn.functional.pad(down, (0, 0, 0, extra)), torch.nn.functional.pad(up, (0, extra))
+def rank_bucket(rank: int, cap: int) -> int:
+    """The rank a call's banks are padded to, for the largest `rank` among its slots: the smallest power of two
+    >= `rank` from MIN_RANK_BUCKET (4, 8, 16, ...), or the cap where that would pass it.
+
+    Buckets rather than the exact rank: a call's bank shapes then take a handful of values, so the runtimes'
+    per-shape plans (ONNX Runtime's allocations, TensorRT's kernels) and the bank cache are reused, while a
+    call of small LoRAs never pays for a large one it does not hold (at most 2x its rank).
+    """
+    if not 0 <= rank <= cap:
+        raise ValueError(f"rank {rank} is outside 0 to the cap {cap}")
+    bucket = MIN_RANK_BUCKET
+    while bucket < rank:
+        bucket *= 2
+    return min(bucket, cap)
 
 
-def lora_rows(adapter_set: AdapterSet, rank: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every module the set's LoRAs touch -> its padded (A [R, d_in], B [d_out, R]) bank row."""
+def lora_rows(adapter_set: AdapterSet, max_rank: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every module the set's LoRAs touch -> its (A [r, d_in], B [d_out, r]) bank row at the set's own total
+    rank r on that module (unpadded: a call pads it to its bucket). AdapterError where r exceeds `max_rank`."""
     per_module: dict[str, list[tuple[LoRALayer, float]]] = {}
     for adapter, weight in adapter_set:
         if isinstance(adapter, LoRAAdapter):
@@ -43,12 +62,12 @@ def lora_rows(adapter_set: AdapterSet, rank: int) -> dict[str, tuple[torch.Tenso
                 per_module.setdefault(name, []).append((layer, float(weight)))
     rows = {}
     for name, parts in per_module.items():
-        if (total := sum(layer.rank for layer, _ in parts)) > rank:
+        if (total := sum(layer.rank for layer, _ in parts)) > max_rank:
             raise AdapterError(
-                f"the request's LoRAs need rank {total} on {name} together; this export allows {rank}: "
-                "use fewer LoRAs in one request"
+                f"the request's LoRAs need rank {total} on {name} together; this export allows {max_rank}: "
+                f"use fewer or lower-rank LoRAs in one request, or ask the operator to raise the cap ({RANK_SETTING})"
             )
-        rows[name] = pad_rank(*concat_layers(parts), rank)
+        rows[name] = concat_layers(parts)
     return rows
 
 

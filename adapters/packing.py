@@ -4,7 +4,10 @@ Per graph (`unet`, `text_encoder`), for its i-th LoRA target (`BackboneSpec.targ
 `lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the U-Net's j-th transformer block:
 `vpt.{j}` [S, P, d_j] and `vpt_mask.{j}` [S, P] (1 = token present). Slot 0 is all zeros: no adapter.
 Rows point at slots with `adapter_slot` [N]. Each distinct adapter set of a batch gets one slot; its
-rows are packed once and kept in an LRU keyed by a hash of the set, bounded by the bytes of its tensors.
+rows are packed once, at the set's own rank, and kept in an LRU keyed by a hash of the set, bounded by the
+bytes of its tensors. R is per call and per graph: the bucket of the largest rank among the call's slots
+(`adapters.lora.rank_bucket`), up to the cap; an export made before the rank axis was dynamic takes banks of
+exactly its cap (`fixed_rank`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import torch
 
 from adapters.byte_lru import ByteLRU, tensor_bytes
 from adapters.errors import AdapterError, listing
-from adapters.lora import lora_rows
+from adapters.lora import lora_rows, rank_bucket
 from adapters.spec import COMPONENTS, BackboneSpec
 from adapters.types import AdapterSet
 from adapters.vpt import vpt_rows
 
 ADAPTER_SLOT = "adapter_slot"
 VPT_MASK = "vpt_mask"
+# The LoRA banks' rank axis in the graphs: each call's banks carry their own rank, up to the cap (the manifest's
+# `lora_rank`), one value for every bank of a graph in a call. Exports made before it fixed the axis at R.
+RANK_AXIS = "rank"
 
 
 def lora_a_name(i: int) -> str:
@@ -59,7 +65,7 @@ class SlotRows:
     """One adapter set's bank rows: only what it touches, the rest of its slot stays zero."""
 
     key: str
-    lora: dict[str, tuple[torch.Tensor, torch.Tensor]]  # canonical module -> (A [R, d_in], B [d_out, R])
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]]  # canonical module -> (A [r, d_in], B [d_out, r]), own rank r
     vpt: list[tuple[torch.Tensor, torch.Tensor]] | None  # per block: (tokens [P, d_j], mask [P])
 
     @property
@@ -70,6 +76,10 @@ class SlotRows:
     @property
     def nbytes(self) -> int:
         return tensor_bytes(self._tensors())
+
+    def lora_rank(self, targets: Sequence[str]) -> int:
+        """The largest rank of this set's rows on `targets` (0 where it has none)."""
+        return max((self.lora[t][0].shape[0] for t in targets if t in self.lora), default=0)
 
     def _tensors(self) -> Iterator[torch.Tensor]:
         for pair in self.lora.values():
@@ -87,8 +97,11 @@ def pack_rows(adapter_set: AdapterSet | None, spec: BackboneSpec, max_rank: int,
 
 
 class PackedRowCache:
-    """LRU of packed rows per (backbone, R, P, adapter set), bounded by the bytes of the rows it holds: a
-    repeated set costs a dict lookup. A set whose rows alone exceed the bound is packed on every use."""
+    """LRU of packed rows per (backbone, rank cap, P, adapter set), bounded by the bytes of the rows it holds: a
+    repeated set costs a dict lookup. A set whose rows alone exceed the bound is packed on every use.
+
+    Rows are kept at the set's own rank, so one entry serves every call the set joins, whatever rank its
+    neighbours make the call's banks; the cap is in the key only because it decides whether the set packs."""
 
     def __init__(self, max_bytes: int) -> None:
         self._rows: ByteLRU[tuple[str, int, int, str], SlotRows] = ByteLRU(max_bytes)
@@ -142,11 +155,14 @@ def pack_banks(
     cache: PackedRowCache | None = None,
     dtype: torch.dtype = torch.float32,
     components: Sequence[str] = COMPONENTS,
+    fixed_rank: bool = False,
 ) -> PackedBanks:
     """One adapter set per batch row (None / empty = no adapter) -> banks with one slot per distinct set.
 
-    Only the graphs in `components` get banks (the others' stay empty): the engine runs the text encoder
-    and the U-Net at different times, and banks it would not pass to a graph are memory for nothing.
+    Each graph's LoRA banks take the rank bucket of the largest rank among the slots on that graph's targets
+    (`rank_bucket`; at most `max_rank`), or exactly `max_rank` with `fixed_rank` (an export whose graphs fix
+    the rank axis). Only the graphs in `components` get banks (the others' stay empty): the engine runs the
+    text encoder and the U-Net at different times, and banks it would not pass to a graph are memory for nothing.
     """
     slots: list[SlotRows] = []
     slot_of: dict[str, int] = {}
@@ -164,7 +180,10 @@ def pack_banks(
             slot_of[rows.key] = len(slots) + 1
             slots.append(rows)
         adapter_slot.append(slot_of[rows.key])
-    banks = {c: _lora_banks(spec, c, slots, max_rank, dtype) if c in components else {} for c in COMPONENTS}
+    banks: dict[str, dict[str, torch.Tensor]] = {c: {} for c in COMPONENTS}
+    for c in components:
+        rank = max_rank if fixed_rank else call_rank(spec, c, slots, max_rank)
+        banks[c] = _lora_banks(spec, c, slots, rank, dtype)
     if "unet" in components:
         banks["unet"] |= _vpt_banks(spec, slots, max_vpt_tokens, dtype)
     return PackedBanks(
@@ -175,16 +194,26 @@ def pack_banks(
     )
 
 
+def call_rank(spec: BackboneSpec, component: str, slots: Sequence[SlotRows], cap: int) -> int:
+    """The rank of `component`'s banks in a call of `slots`: one for all its targets, as the graph's banks share
+    one rank axis (TensorRT holds same-named dims equal)."""
+    targets = [t.name for t in spec.targets(component)]
+    return rank_bucket(max((rows.lora_rank(targets) for rows in slots), default=0), cap)
+
+
 def _lora_banks(
     spec: BackboneSpec, component: str, slots: list[SlotRows], rank: int, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
+    """Zero banks of the call's rank with each slot's rows in their leading rank positions: the zero rows of A
+    and columns of B beyond a slot's own rank add exactly nothing to its rows' outputs."""
     banks = {}
     for i, target in enumerate(spec.targets(component)):
         down = torch.zeros(len(slots) + 1, rank, target.d_in, dtype=dtype)
         up = torch.zeros(len(slots) + 1, target.d_out, rank, dtype=dtype)
         for s, rows in enumerate(slots, start=1):
             if (pair := rows.lora.get(target.name)) is not None:
-                down[s], up[s] = pair
+                r = pair[0].shape[0]
+                down[s, :r], up[s, :, :r] = pair
         banks[lora_a_name(i)], banks[lora_b_name(i)] = down, up
     return banks
 

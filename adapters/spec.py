@@ -16,26 +16,11 @@ from torch import nn
 
 from adapters.errors import AdapterError
 from adapters.fingerprint import backbone_fingerprint, canonical_module_name
+from adapters.targets import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS  # defined without torch, for --help
 
 Component = Literal["unet", "text_encoder"]
 COMPONENTS: tuple[Component, ...] = ("unet", "text_encoder")
 SPEC_FORMAT_VERSION = 1
-
-DEFAULT_UNET_TARGETS: tuple[str, ...] = (
-    *(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0")),
-    "proj_in",
-    "proj_out",
-    "ff.net.0.proj",
-    "ff.net.2",
-)
-DEFAULT_TEXT_ENCODER_TARGETS: tuple[str, ...] = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.out_proj",
-    "mlp.fc1",
-    "mlp.fc2",
-)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from adapters.errors import AdapterError, listing
 from adapters.spec import BackboneSpec
 from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
 
-# Where an operator raises R, named in the refusal (a tenant cannot retrain every LoRA it has to rank 16). The
+# Where an operator raises the rank cap R, named in the refusal (a tenant cannot retrain every LoRA it has). The
 # service knows its backend and may name only its own setting (`ExportLimits.rank_setting`); this package
 # does not import the service, so the default names both.
 RANK_SETTING = (
@@ -24,7 +24,7 @@ RANK_SETTING = (
 class ExportLimits:
     """What the exported graphs can hold: LoRA rank R and VPT tokens P per slot (recorded in the manifest)."""
 
-    max_lora_rank: int  # R
+    max_lora_rank: int  # R, the rank cap: the largest total rank a request may put on one module
     max_vpt_tokens: int  # P
     max_ti_vectors: int = 16  # vectors per textual-inversion token (each takes a prompt position)
     max_ti_tokens: int = 64  # tokens per textual-inversion file

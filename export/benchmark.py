@@ -21,6 +21,10 @@ from export.manifest import load_manifest
 from export.ort_session import open_session
 from export.random_inputs import Dims, random_inputs
 
+# The banks' rank: 16, the fixed R of exports before the rank axis was dynamic, so figures stay comparable with
+# theirs; `diffplex bench lora-rank` prices the rank itself.
+BENCH_RANK = 16
+
 
 def _time(run: Callable[[], object]) -> float:
     started = time.perf_counter()
@@ -34,13 +38,14 @@ def bench_unet(
     manifest = load_manifest(export_dir)
     backbone = load_backbone(Path(model_dir or manifest.source))
     modules = build_graph_modules(
-        backbone.unet, backbone.text_encoder, backbone.vae, manifest.spec, manifest.lora_rank, manifest.vpt_tokens
+        backbone.unet, backbone.text_encoder, backbone.vae, manifest.spec, manifest.vpt_tokens
     )
     inputs, _ = graph_io(
-        UNET_CFG, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
+        UNET_CFG, manifest.spec, manifest.rank_dim, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
     )
     size = manifest.latent_size
-    dims = Dims(rows, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor)
+    rank = min(BENCH_RANK, manifest.lora_rank)
+    dims = Dims(rows, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor, rank)
     values = random_inputs(inputs, dims, seed=0)
     feed = {spec.name: value.numpy() for spec, value in zip(inputs, values, strict=True)}
     if threads:
@@ -67,6 +72,7 @@ def bench_unet(
         "graph": UNET_CFG,
         "guided_rows_per_call": rows,
         "unet_rows_per_call": 2 * rows,
+        "bank_rank": rank,
         "rounds": rounds,
         "threads": threads or torch.get_num_threads(),
         "unet_rows_per_second": {name: 2 * rows / m for name, m in median.items()},

@@ -10,18 +10,35 @@ import json
 import sys
 from pathlib import Path
 
-from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
+from adapters.targets import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
+from export.checkpoint_family import PREDICTION_TYPES
+from export.checkpoint_file import is_single_file
 from export.errors import ExportError
-from export.exporter import ExportOptions, export_pipeline
-from export.graphs import GRAPHS
-from models.shapes.train_backbone import PIPELINE_DIR
+from export.graph_names import GRAPHS
+from models.shapes.paths import PIPELINE_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=PIPELINE_DIR, help="diffusers pipeline directory")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=PIPELINE_DIR,
+        help="diffusers pipeline directory, or a single-file checkpoint (.safetensors, .ckpt; converted first)",
+    )
+    parser.add_argument("--config", type=Path, metavar="DIR", help="single file: its diffusers configs (see convert)")
+    parser.add_argument(
+        "--prediction-type", choices=PREDICTION_TYPES, help="single file: what the model predicts (see convert)"
+    )
+    parser.add_argument(
+        "--converted-dir",
+        type=Path,
+        metavar="DIR",
+        help="where a single-file --model is converted and kept (default: DIFFPLEX_DATA_DIR/models, as diffplex "
+        "serve uses: one conversion serves both)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="export directory (created)")
-    parser.add_argument("--lora-rank", type=int, default=16, help="R: LoRA rank the banks hold (default 16)")
+    parser.add_argument("--lora-rank", type=int, default=128, help="R: the largest total LoRA rank per module (128)")
     parser.add_argument(
         "--lora-targets",
         nargs="+",
@@ -37,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="text encoder module name suffixes that take LoRA banks",
     )
     parser.add_argument("--vpt-tokens", type=int, default=8, help="P: VPT prompt tokens per block (0: no VPT)")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset the graphs are exported with (17)")
     parser.add_argument("--fp16", action="store_true", help="also write fp16 graphs (and fp16 TensorRT engines)")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")
     parser.add_argument("--no-optimize", action="store_true", help="skip the ORT-optimized graph variants")
@@ -60,8 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if is_single_file(args.model):
+            from export.single_file_cache import converted_pipeline, default_cache_root
+
+            args.model = converted_pipeline(
+                args.model,
+                args.converted_dir or default_cache_root(),
+                config_dir=args.config,
+                prediction_type=args.prediction_type,
+                progress=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        elif args.config or args.prediction_type:
+            raise ExportError("--config and --prediction-type apply to a single-file --model (.safetensors, .ckpt)")
         reuse = args.triton is not None and (args.out / "manifest.json").is_file()
         if not (args.check_only or args.bench or reuse):
+            from export.exporter import ExportOptions, export_pipeline  # torch: only once the arguments hold
+
             options = ExportOptions(
                 model_dir=args.model,
                 out_dir=args.out,

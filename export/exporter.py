@@ -1,7 +1,7 @@
 """diffusers pipeline directory -> export directory: ONNX graphs (+ ORT-optimized, fp16, TensorRT), manifest.
 
 Layout of an export directory:
-    manifest.json                 IO, dims, targets, R, P, fingerprint, sha256 of every file
+    manifest.json                 IO, dims, targets, R (the rank cap), P, fingerprint, sha256 of every file
     text_encoder.onnx             inputs_embeds + adapter_slot + LoRA banks -> last_hidden_state
     unet_cfg.onnx / unet.onnx     fused-CFG and plain U-Net with LoRA and VPT banks
     unet_cfg.base.onnx / unet.base.onnx   their adapter-free variants (no adapter_slot, no banks)
@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import save_file
 
 from adapters.errors import AdapterError
+from adapters.lora import DEFAULT_LORA_RANK, rank_bucket
+from adapters.packing import RANK_AXIS
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from export.backbone import load_backbone
 from export.errors import ExportError
@@ -51,7 +53,7 @@ MIN_OPSET = 17
 class ExportOptions:
     model_dir: Path
     out_dir: Path
-    lora_rank: int = 16
+    lora_rank: int = DEFAULT_LORA_RANK  # the cap: the banks' rank axis is dynamic, each call's up to this
     unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS
     text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS
     vpt_tokens: int = 8
@@ -89,9 +91,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     vpt_tokens = options.vpt_tokens if spec.vpt_blocks else 0
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    modules = build_graph_modules(
-        backbone.unet, backbone.text_encoder, backbone.vae, spec, options.lora_rank, vpt_tokens
-    )
+    modules = build_graph_modules(backbone.unet, backbone.text_encoder, backbone.vae, spec, vpt_tokens)
     dims = Dims(
         rows=2,
         slots=3,
@@ -99,14 +99,13 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         width=backbone.latent_size,
         context=spec.max_length,
         vae_scale_factor=backbone.vae_scale_factor,
+        rank=rank_bucket(1, options.lora_rank),  # any rank traces the same graph: the axis is dynamic
     )
     written: list[str] = []
     graphs: dict[str, GraphEntry] = {}
     for n, name in enumerate(options.graphs, start=1):
         step = _numbered(progress, n, len(options.graphs))
-        inputs, outputs = graph_io(
-            name, spec, options.lora_rank, vpt_tokens, backbone.latent_channels, backbone.text_dim
-        )
+        inputs, outputs = graph_io(name, spec, RANK_AXIS, vpt_tokens, backbone.latent_channels, backbone.text_dim)
         example = random_inputs(inputs, dims, seed=n)
         files = _export_graph(modules.get(name), example, inputs, outputs, out, name, options, step)
         entry = GraphEntry(
@@ -120,7 +119,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         if name in BASE_GRAPHS:
             # The adapter-free variant (no `adapter_slot`, no banks) and, with VPT banks, the LoRA-only one:
             # the same example less the inputs they do not take. The runtime picks the smallest a call needs.
-            io = partial(graph_io, name, spec, options.lora_rank, 0, backbone.latent_channels, backbone.text_dim)
+            io = partial(graph_io, name, spec, RANK_AXIS, 0, backbone.latent_channels, backbone.text_dim)
             families = {BASE_VARIANT: io(base=True)[0]} | ({LORA_VARIANT: io()[0]} if vpt_tokens else {})
             for family, reduced in families.items():
                 taken = [v for t, v in zip(inputs, example, strict=True) if t in reduced]

@@ -21,18 +21,19 @@ import torch
 from torch import nn
 
 from adapters.install import BankedModel, install_banked
-from adapters.packing import ADAPTER_SLOT, is_lora_bank, lora_a_name, lora_b_name, vpt_mask_name, vpt_name
+from adapters.packing import (
+    ADAPTER_SLOT,
+    RANK_AXIS,
+    is_lora_bank,
+    lora_a_name,
+    lora_b_name,
+    vpt_mask_name,
+    vpt_name,
+)
 from adapters.spec import BackboneSpec
 from adapters.text_encoder import encode_inputs_embeds
+from export.graph_names import BASE_GRAPHS, GRAPHS, TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
 from export.guidance import classifier_free_guidance
-
-UNET_CFG = "unet_cfg"
-UNET_PLAIN = "unet"
-TEXT_ENCODER = "text_encoder"
-VAE_ENCODER = "vae_encoder"
-VAE_DECODER = "vae_decoder"
-GRAPHS: tuple[str, ...] = (TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_ENCODER, VAE_DECODER)
-BASE_GRAPHS: tuple[str, ...] = (UNET_CFG, UNET_PLAIN)  # graphs exported with an adapter-free variant too
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
-def bank_specs(spec: BackboneSpec, component: str, rank: int, vpt_tokens: int) -> list[TensorSpec]:
-    """The bank inputs of `component`'s graph, in input order: LoRA pairs per target, then VPT per block."""
+def bank_specs(spec: BackboneSpec, component: str, rank: int | str, vpt_tokens: int) -> list[TensorSpec]:
+    """The bank inputs of `component`'s graph, in input order: LoRA pairs per target, then VPT per block.
+
+    `rank`: the rank dim of the LoRA banks, RANK_AXIS (dynamic: what an export writes) or the fixed R of an
+    older export's graphs (`Manifest.rank_dim`)."""
     out = []
     for i, target in enumerate(spec.targets(component)):
         out.append(TensorSpec(lora_a_name(i), ("slots", rank, target.d_in), "float32"))
@@ -206,13 +210,14 @@ class GraphModules:
 
 
 def build_graph_modules(
-    unet: nn.Module, text_encoder: nn.Module, vae: nn.Module, spec: BackboneSpec, rank: int, vpt_tokens: int
+    unet: nn.Module, text_encoder: nn.Module, vae: nn.Module, spec: BackboneSpec, vpt_tokens: int
 ) -> GraphModules:
-    """Install the banked modules once per model; the two U-Net graphs share one installation."""
+    """Install the banked modules once per model; the two U-Net graphs share one installation. The modules take
+    banks of any rank (the batched matmuls follow the banks' shapes)."""
     text_banked = install_banked(text_encoder, spec, "text_encoder")
     unet_banked = install_banked(unet, spec, "unet")
-    text_banks = bank_specs(spec, "text_encoder", rank, vpt_tokens)
-    unet_banks = bank_specs(spec, "unet", rank, vpt_tokens)
+    text_banks = bank_specs(spec, "text_encoder", RANK_AXIS, vpt_tokens)
+    unet_banks = bank_specs(spec, "unet", RANK_AXIS, vpt_tokens)
     return GraphModules(
         text_encoder=TextEncoderGraph(text_encoder, text_banked, text_banks),
         unet_cfg=UNetCFGGraph(unet, unet_banked, unet_banks),
@@ -225,13 +230,14 @@ def build_graph_modules(
 def graph_io(
     name: str,
     spec: BackboneSpec,
-    rank: int,
+    rank: int | str,
     vpt_tokens: int,
     latent_channels: int,
     text_dim: int,
     base: bool = False,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of graph `name` (with `base`: of its adapter-free variant), in argument order."""
+    """Inputs and outputs of graph `name` (with `base`: of its adapter-free variant), in argument order; `rank` as
+    in `bank_specs`."""
     length = spec.max_length
     latent = TensorSpec("sample", ("rows", latent_channels, "height", "width"), "float32")
     step = TensorSpec("timestep", ("rows",), "float32")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.packing import RANK_AXIS, lora_a_name
 from adapters.spec import BackboneSpec
 from export.errors import ExportError
 
@@ -78,7 +79,7 @@ class GraphEntry:
 @dataclass
 class Manifest:
     spec: BackboneSpec
-    lora_rank: int
+    lora_rank: int  # the rank cap: the largest total rank a request may put on one module
     vpt_tokens: int
     opset: int
     latent_channels: int
@@ -96,6 +97,23 @@ class Manifest:
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint
+
+    @property
+    def rank_dim(self) -> int | str:
+        """The rank dim of the graphs' LoRA banks as recorded: RANK_AXIS (each call's banks carry their own rank,
+        up to `lora_rank`) or, in an export made before the axis was dynamic, the R every call must use."""
+        first_bank = lora_a_name(0)
+        for entry in self.graphs.values():
+            for tensor in entry.inputs:
+                if tensor["name"] == first_bank:
+                    return tensor["shape"][1]
+        return RANK_AXIS  # no graph takes LoRA banks: no call has a rank to fix
+
+    @property
+    def fixed_lora_rank(self) -> int | None:
+        """The R of an older export's fixed-rank banks; None where the rank is per call."""
+        dim = self.rank_dim
+        return dim if isinstance(dim, int) else None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adapters.packing import ADAPTER_SLOT
+from adapters.packing import ADAPTER_SLOT, RANK_AXIS
 from export.graphs import TensorSpec
 
 
@@ -20,11 +20,13 @@ class Dims:
     width: int
     context: int
     vae_scale_factor: int
+    rank: int = 4  # the LoRA banks' rank in this call (RANK_AXIS); a fixed-rank graph's banks keep their own
 
     def resolve(self, spec: TensorSpec) -> list[int]:
         named = {
             "rows": self.rows,
             "slots": self.slots,
+            RANK_AXIS: self.rank,
             "height": self.height,
             "width": self.width,
             "context": self.context,

@@ -1,4 +1,4 @@
-"""TensorRT engines from the exported ONNX graphs, one optimization profile over rows, slots and latent size.
+"""TensorRT engines from the exported ONNX graphs, one optimization profile over rows, slots, LoRA rank and latent size.
 
 Needs the `tensorrt` Python package and a CUDA GPU (`pip install 'diffplex[gpu]'`); `deploy/gpu_check.sh`
 runs build + parity + timing on such a machine. Engines are written as `<graph>.plan` (or `.fp16.plan`).
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.packing import RANK_AXIS
 from export.errors import ExportError
 from export.manifest import Manifest
 
@@ -21,12 +22,20 @@ class ProfileRanges:
     rows: tuple[int, int, int] = (1, 8, 32)
     slots: tuple[int, int, int] = (1, 4, 16)
     latent_scale: tuple[float, float, float] = (0.5, 1.0, 2.0)  # times the model's native latent size
+    # The LoRA banks' rank (RANK_AXIS): 1 to the manifest's cap, tuned for 16. The banks share the dim's name, so
+    # TensorRT holds them equal in a call; `pack_banks` gives every bank of a graph one rank per call.
+    rank_opt: int = 16
+
+    def rank(self, manifest: Manifest) -> tuple[int, int, int]:
+        cap = manifest.lora_rank
+        return 1, min(self.rank_opt, cap), cap
 
     def shape(self, dims: list, manifest: Manifest, which: int) -> tuple[int, ...]:
         latent = max(1, int(manifest.latent_size * self.latent_scale[which]))
         named = {
             "rows": self.rows[which],
             "slots": self.slots[which],
+            RANK_AXIS: self.rank(manifest)[which],
             "height": latent,
             "width": latent,
             "image_height": latent * manifest.vae_scale_factor,

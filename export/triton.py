@@ -5,7 +5,8 @@
     DIR/<graph>_trt/config.pbtxt    platform tensorrt_plan, for graphs with a TensorRT engine
     DIR/<graph>_trt/1/model.plan
 
-Names and data types come from the manifest; dims (-1 for a dynamic axis) from the ONNX graph itself, which is
+Names and data types come from the manifest; dims (-1 for a dynamic axis: rows, slots, the LoRA banks' rank, ...)
+from the ONNX graph itself, which is
 what Triton checks the config against (the exporter may leave an axis symbolic that the manifest fixes, e.g.
 the text encoder's output length), after checking that the two agree wherever both are fixed.
 Triton's dynamic batching concatenates requests along the first axis. That is right for the VAE graphs (every

@@ -22,10 +22,36 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
-    """R 4, P 3, with ORT-optimized and fp16 variants."""
+    """The default rank cap (128; the banks' rank is per call), P 3, with ORT-optimized and fp16 variants."""
     out = tmp_path_factory.mktemp("tiny-export")
     manifest = export_pipeline(
-        ExportOptions(model_dir=tiny_model_dir, out_dir=out, lora_rank=4, vpt_tokens=3, fp16=True),
-        progress=lambda _: None,
+        ExportOptions(model_dir=tiny_model_dir, out_dir=out, vpt_tokens=3, fp16=True), progress=lambda _: None
     )
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """prediction type -> the tiny pipeline shaped as SD-2.x (OpenCLIP-style text encoder, linear projections);
+    the same files but for the scheduler's prediction type."""
+    from tests.export.builders import tiny_sd2_pipeline_dir, with_prediction_type
+
+    out = tmp_path_factory.mktemp("tiny-sd2")
+    epsilon = tiny_sd2_pipeline_dir(out / "epsilon", "epsilon")
+    return {"epsilon": epsilon, "v_prediction": with_prediction_type(epsilon, out / "v_prediction", "v_prediction")}
+
+
+@pytest.fixture(scope="session")
+def tiny_single_files(
+    tiny_model_dir: Path, tiny_sd2_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The tiny pipelines as single-file checkpoints in the LDM layout: "sd1" / "sd2" + ".safetensors" / ".ckpt"."""
+    from tests.export.ldm_layout import write_single_file
+
+    out = tmp_path_factory.mktemp("single-files")
+    sources = {"sd1": (tiny_model_dir, "clip"), "sd2": (tiny_sd2_model_dirs["epsilon"], "open_clip")}
+    return {
+        f"{name}{suffix}": write_single_file(source, out / f"{name}{suffix}", layout)  # type: ignore[arg-type]
+        for name, (source, layout) in sources.items()
+        for suffix in (".safetensors", ".ckpt")
+    }

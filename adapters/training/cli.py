@@ -64,7 +64,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("kind", choices=list(DEFAULTS), help="adapter kind")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of png/jpg images, each with a same-stem .txt caption")
-    source.add_argument("--concept", choices=list(CONCEPTS), help="render a held-out concept of the shapes world")
+    source.add_argument("--concept", choices=list(CONCEPTS), help="render a concept of the shapes world")
     parser.add_argument("--out", type=Path, required=True, help="adapter file to write (.safetensors)")
     parser.add_argument("--model", type=Path, default=PIPELINE_DIR, help="diffusers pipeline directory (backbone)")
     parser.add_argument("--steps", type=int, help="optimizer steps (default per kind)")
@@ -84,9 +84,17 @@ def train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tokens", type=int, default=4, help=f"vpt: prompt tokens per block, 1 to {MAX_TOKENS}")
     parser.add_argument("--depth", choices=DEPTHS, default="deep", help="vpt: every transformer block or the first")
-    parser.add_argument("--token", default="<star>", help="ti: the new token (replaces the concept word)")
+    parser.add_argument(
+        "--token",
+        help="ti: the new token; with --concept it stands where the concept's words would be (default <CONCEPT>); "
+        "with --images, the word the captions use for the concept (required)",
+    )
     parser.add_argument("--vectors", type=int, default=1, help="ti: vectors per token")
-    parser.add_argument("--init-word", help="ti: word whose embedding the vectors start from (default per concept)")
+    parser.add_argument(
+        "--init-word",
+        help="ti: word(s) the vectors start from: as many words as --vectors start one vector each, otherwise "
+        "all start at their mean (default per concept)",
+    )
     parser.add_argument("--count", type=int, default=512, help="--concept: images to render")
     parser.add_argument("--regular-fraction", type=float, help="--concept: share of ordinary images (default per kind)")
     parser.add_argument(
@@ -139,10 +147,19 @@ def training_set(args: argparse.Namespace, size: int, token: str | None) -> Trai
     return concept_set(args.concept, args.count, args.seed, fraction, token)
 
 
+def ti_token(args: argparse.Namespace) -> str:
+    """The token a TI learns: given, or the concept's own (`<emblem>`); a folder's captions need it named."""
+    if args.token is not None:
+        return args.token
+    if args.concept is None:
+        raise AdapterError("ti with --images needs --token: the word the captions use for the concept, e.g. '<cat>'")
+    return concept(args.concept).token
+
+
 def _check_sizes(args: argparse.Namespace) -> None:
     """Fail before the backbone loads: ranks and token counts the export could not hold."""
     if not 1 <= args.rank <= MAX_RANK:
-        raise AdapterError(f"--rank must be 1 to {MAX_RANK} (the export's R), got {args.rank}")
+        raise AdapterError(f"--rank must be 1 to {MAX_RANK} (the default rank cap), got {args.rank}")
     if not 1 <= args.tokens <= MAX_TOKENS:
         raise AdapterError(f"--tokens must be 1 to {MAX_TOKENS} (the export's P), got {args.tokens}")
     if not 1 <= args.vectors <= MAX_VECTORS:
@@ -183,15 +200,15 @@ def run_train(args: argparse.Namespace) -> dict:
         raise AdapterError(f"--out {args.out}: adapter files are .safetensors")
     if args.out.is_dir() or not args.out.parent.is_dir():
         raise AdapterError(f"--out {args.out}: the folder must exist and the path must not be a folder")
+    token = ti_token(args) if args.kind == "ti" else None
     torch.set_num_threads(max(1, args.threads))
     pipe = load_frozen_pipeline(args.model)
     spec = build_spec(pipe.unet, pipe.text_encoder)
-    token = args.token if args.kind == "ti" else None
     data = training_set(args, image_size(pipe), token)
     log.info("kind %s, %d images, settings %s", args.kind, len(data), settings)
     if args.kind == "ti":
         init_word = args.init_word or (concept(args.concept).init_word if args.concept else None)
-        adapter, stats = train_ti(pipe, data, settings, args.token, args.vectors, init_word)
+        adapter, stats = train_ti(pipe, data, settings, token, args.vectors, init_word)
         save_ti(adapter, args.out)
     elif args.kind == "lora":
         stats = train_lora(pipe, data, settings, args.rank, args.preserve, lora_targets, args.train_text_encoder)

@@ -21,11 +21,12 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.errors import AdapterError
+from adapters.lora import DEFAULT_LORA_RANK
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
 from adapters.training.data import TrainingSet
 from adapters.training.loop import Settings, cached_text, frozen_text, text_path, train
 
-MAX_RANK = 16  # the export's default R (`diffplex export --lora-rank`)
+MAX_RANK = DEFAULT_LORA_RANK  # the default rank cap (`diffplex export --lora-rank`), so a trained LoRA runs anywhere
 
 # `--lora-targets`: every banked module, or only the cross-attention's key and value projections (Custom
 # Diffusion, Kumari et al. 2023), which act on an image only through the prompt's tokens. That is the paper's
@@ -54,7 +55,7 @@ def train_lora(
     from peft import LoraConfig
 
     if not 1 <= rank <= MAX_RANK:
-        raise AdapterError(f"--rank must be 1 to {MAX_RANK} (the export's R), got {rank}")
+        raise AdapterError(f"--rank must be 1 to {MAX_RANK} (the default rank cap), got {rank}")
     if targets not in LORA_TARGETS:
         raise AdapterError(f"--lora-targets must be one of {', '.join(LORA_TARGETS)}, got {targets!r}")
     adapted = [pipe.unet, pipe.text_encoder] if text_encoder else [pipe.unet]

@@ -27,7 +27,7 @@ MAX_VECTORS = 16  # adapters.validate.ExportLimits.max_ti_vectors
 def check_token(pipe: StableDiffusionPipeline, token: str, data: TrainingSet) -> None:
     """A usable placeholder: one word, not already a word of the vocabulary, and present in the captions."""
     if not token or any(c.isspace() for c in token):
-        raise AdapterError(f"--token {token!r} must be a non-empty word without spaces, e.g. '<star>'")
+        raise AdapterError(f"--token {token!r} must be a non-empty word without spaces, e.g. '<emblem>'")
     vocab = pipe.tokenizer.get_vocab()
     if token in vocab or f"{token}</w>" in vocab:
         raise AdapterError(f"--token {token!r} is already a word of the tokenizer: pick a new one such as '<{token}>'")
@@ -36,9 +36,16 @@ def check_token(pipe: StableDiffusionPipeline, token: str, data: TrainingSet) ->
 
 
 def initial_vectors(pipe: StableDiffusionPipeline, init_word: str | None, count: int) -> torch.Tensor:
-    """[count, D]: the mean embedding of `init_word`'s tokens (or of the whole table) as a starting point."""
+    """[count, D]: where the token's vectors start.
+
+    With as many tokens in `init_word` as vectors, vector k starts at token k: a phrase spelled out over the
+    vectors ("purple outlined square" for 3) starts the token where the words it replaces are. Otherwise every
+    vector starts at the mean embedding of `init_word`'s tokens (or of the whole table without a word).
+    """
     table = pipe.text_encoder.get_input_embeddings().weight
     ids = pipe.tokenizer(init_word, add_special_tokens=False)["input_ids"] if init_word else []
+    if len(ids) == count:
+        return table[ids].detach().clone()
     start = table[ids].mean(0) if ids else table.mean(0)
     return start.detach().clone().repeat(count, 1)
 

@@ -7,6 +7,7 @@ Every image is a pure function of its `Scene` and a seed, so a dataset is reprod
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -164,6 +165,19 @@ _TEMPLATES = (
 )
 # Each optional attribute is left out of a caption with this probability, so partial prompts work.
 _OMIT_PROBABILITY = {"size": 0.3, "fill": 0.3, "position": 0.2, "background": 0.2}
+
+
+def trained_words() -> list[str]:
+    """Every word a training caption can hold: the templates' own words and the trained attribute values (the
+    held-out ones are never in a caption). The service warns about prompt words outside this list."""
+    words = {"a", "an"}  # `_fix_article` turns "a" into "an" before a vowel
+    for template in _TEMPLATES:
+        words.update(re.findall(r"[a-z]+", re.sub(r"\{[^}]*\}", " ", template)))
+    words.update(" on a background in the ".split())  # the words the `*_on` / `*_in` fields add
+    for attribute in ATTRIBUTE_NAMES:
+        for value in trained_values(attribute):
+            words.update(_FILL_WORDS.get(value, value).split())
+    return sorted(words)
 
 
 def caption(scene: Scene, rng: np.random.Generator) -> tuple[str, dict[str, str]]:

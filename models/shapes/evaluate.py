@@ -19,12 +19,10 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from PIL import Image
 from tqdm import tqdm
 
+from models.shapes.commands.evaluate import main  # parses the command line, then calls run() below
 from models.shapes.dataset import make_batch
 from models.shapes.judge import JUDGE_WEIGHTS, ShapesJudge
 from models.shapes.metrics import attribute_accuracy, frechet_distance, prompt_accuracy
-from models.shapes.train_backbone import PIPELINE_DIR
-
-CARD_DIR = Path(__file__).parent
 
 
 def load_pipeline(model_dir: Path) -> StableDiffusionPipeline:
@@ -100,21 +98,8 @@ def _shown(path: Path) -> str:
         return path.name
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=PIPELINE_DIR, help="diffusers pipeline directory")
-    # 1,024 by default: at 256 samples one standard error of a ~90% accuracy is 1.9 points, as wide as the
-    # margins this meter is read against; at 1,024 it is 0.9 (about 2.5 minutes on two cores).
-    parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--json", type=Path, default=CARD_DIR / "eval.json", help="where the report is written")
-    parser.add_argument("--grid", type=Path, default=CARD_DIR / "samples.png", help="grid of the first 64 samples")
-    args = parser.parse_args(argv)
-    if args.samples < 2 or args.steps < 1 or args.batch < 1:
-        parser.error("--samples must be >= 2, --steps and --batch >= 1")
+def run(args: argparse.Namespace) -> None:
+    """`diffplex eval` once its arguments are parsed (models.shapes.commands.evaluate)."""
     try:
         report, images, captions = evaluate(args.model, args.samples, args.steps, args.guidance, args.seed, args.batch)
     except FileNotFoundError as err:

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models.shapes.dataset import IMAGE_SIZE
+from models.shapes.paths import JUDGE_WEIGHTS
 from models.shapes.vocabulary import ATTRIBUTE_NAMES, ATTRIBUTES
 
-JUDGE_WEIGHTS = Path(__file__).parent / "judge.safetensors"
 FEATURE_DIM = 128
 
 

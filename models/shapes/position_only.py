@@ -24,7 +24,8 @@ from models.shapes.architecture import BackboneConfig, build_scheduler, build_te
 from models.shapes.dataset import caption, make_batch, sample_scene
 from models.shapes.diffusion_loss import min_snr_loss, sample_timesteps
 from models.shapes.judge import ShapesJudge
-from models.shapes.train_backbone import PIPELINE_DIR, encode_latents
+from models.shapes.paths import PIPELINE_DIR
+from models.shapes.train_backbone import encode_latents
 from models.shapes.training_utils import cosine_lr
 from models.shapes.vocabulary import ATTRIBUTES
 

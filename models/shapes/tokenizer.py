@@ -17,6 +17,13 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 MAX_LENGTH = 77
+# Beside the tokenizer's files: the words the backbone was trained on, a JSON list. The service warns about
+# prompt words outside it (service/generation/warnings.py); a model without the file has an open vocabulary.
+TRAINED_WORDS_FILE = "trained_words.json"
+
+
+def write_trained_words(tokenizer_dir: Path, words: list[str]) -> None:
+    (Path(tokenizer_dir) / TRAINED_WORDS_FILE).write_text(json.dumps(sorted(words)) + "\n")
 
 
 def learn_merges(corpus: list[str], max_merges: int = 2000) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,44 +35,15 @@ from tqdm import tqdm
 
 from models.shapes.architecture import BackboneConfig, build_scheduler, build_text_encoder, build_unet, build_vae
 from models.shapes.codec_stage import CodecStage, shows_only_trained_values, teach_held_out
-from models.shapes.dataset import Batch, caption, make_batch
+from models.shapes.commands.train_backbone import main  # parses the command line, then calls run() below
+from models.shapes.dataset import Batch, caption, make_batch, trained_words
 from models.shapes.diffusion_loss import min_snr_loss, sample_timesteps
-from models.shapes.tokenizer import write_clip_tokenizer
+from models.shapes.paths import PIPELINE_DIR as PIPELINE_DIR  # re-exported: its importers found it here
+from models.shapes.recipes import Recipe
+from models.shapes.tokenizer import write_clip_tokenizer, write_trained_words
 from models.shapes.training_utils import cosine_lr, reconstruction_loss, to_tensor
 
-PIPELINE_DIR = Path(__file__).parent / "pipeline"
 log = logging.getLogger("train_backbone")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    seed: int = 0
-    train_images: int = 30_000
-    vae_images: int = 12_000
-    vae_steps: int = 1200
-    vae_batch: int = 32
-    vae_lr: float = 2e-3
-    vae_kl_weight: float = 1e-6
-    vae_foreground_weight: float = 10.0
-    # Runs 5-7: half the rows at high noise teach position (21% -> 100%); 3,000 steps reach 80.1% prompt
-    # accuracy, 5,000 steps 92.2% (run 4, 5,000 uniform steps: 24.6%; 6,000 steps lost position; EXPERIMENTS.md).
-    unet_steps: int = 5000
-    unet_batch: int = 64
-    unet_lr: float = 1e-3
-    warmup_steps: int = 100
-    caption_dropout: float = 0.15
-    min_snr_gamma: float = 5.0
-    # Share of each batch's rows drawn from t >= high_noise_from, where only the prompt can decide the layout
-    # (0 gives uniform t, run 4's recipe, which never learned position).
-    high_noise_fraction: float = 0.5
-    high_noise_from: int = 600
-    ema_decay: float = 0.999
-    checkpoint_every: int = 500
-    threads: int = 2
-    # The last stage (codec_stage.py): the autoencoder learns the held-out values (stripes were a third of
-    # round trips, 92% after) with the trained values' latents pinned, so the U-Net stays valid.
-    codec_steps: int = 1500
-    codec_images: int = 6000
 
 
 def render_training_set(count: int, seed: int, include_held_out: bool = False) -> Batch:
@@ -127,6 +98,7 @@ def save_pipeline(out_dir: Path, tokenizer_dir: Path, tokenizer, text_encoder, v
     pipe.save_pretrained(out_dir, safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):  # transformers 5 saves only tokenizer.json; keep CLIP's classic pair
         shutil.copy(tokenizer_dir / name, out_dir / "tokenizer" / name)
+    write_trained_words(out_dir / "tokenizer", trained_words())
 
 
 def vae_stage_key(recipe: Recipe, cfg: BackboneConfig) -> dict:
@@ -312,31 +284,8 @@ def codec_stage_on_pipeline(pipeline_dir: Path, work_dir: Path, steps: int, imag
     return stats
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=PIPELINE_DIR)
-    parser.add_argument("--work", type=Path, default=Path(".work/backbone"), help="checkpoints and tokenizer scratch")
-    parser.add_argument("--seed", type=int, default=Recipe.seed)
-    parser.add_argument("--unet-steps", type=int, default=Recipe.unet_steps)
-    parser.add_argument(
-        "--high-noise-fraction",
-        type=float,
-        default=Recipe.high_noise_fraction,
-        help="share of rows with t drawn from [600, 1000) instead of uniformly (default 0.5)",
-    )
-    parser.add_argument("--vae-steps", type=int, default=Recipe.vae_steps)
-    parser.add_argument("--train-images", type=int, default=Recipe.train_images)
-    parser.add_argument("--vae-images", type=int, default=Recipe.vae_images)
-    parser.add_argument("--codec-steps", type=int, default=Recipe.codec_steps, help="0 skips the codec stage")
-    parser.add_argument("--codec-images", type=int, default=Recipe.codec_images)
-    parser.add_argument(
-        "--only-codec-stage",
-        action="store_true",
-        help="run only the last stage, on the trained pipeline at --out, with that pipeline's recorded recipe",
-    )
-    args = parser.parse_args(argv)
-    if args.codec_steps < 0 or args.codec_images < 1:
-        parser.error("--codec-steps must be >= 0 and --codec-images >= 1")
+def run(args: argparse.Namespace) -> None:
+    """`diffplex train-backbone` once its arguments are parsed (models.shapes.commands.train_backbone)."""
     args.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +17,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.shapes.commands.train_judge import main  # parses the command line, then calls run() below
 from models.shapes.dataset import make_batch
-from models.shapes.judge import JUDGE_WEIGHTS, Judge, ShapesJudge, images_to_input, save_judge
+from models.shapes.judge import Judge, ShapesJudge, images_to_input, save_judge
+from models.shapes.recipes import JudgeRecipe
 from models.shapes.vocabulary import ATTRIBUTE_NAMES, value_index
-
-
-@dataclass(frozen=True)
-class JudgeRecipe:
-    seed: int = 1234
-    train_images: int = 24_000
-    eval_images: int = 4_000
-    steps: int = 800
-    batch: int = 128
-    lr: float = 2e-3
-    threads: int = 1
 
 
 def degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -91,12 +82,8 @@ def train(recipe: JudgeRecipe, out: Path) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=JUDGE_WEIGHTS)
-    parser.add_argument("--steps", type=int, default=JudgeRecipe.steps)
-    parser.add_argument("--seed", type=int, default=JudgeRecipe.seed)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    """`diffplex train-judge` once its arguments are parsed (models.shapes.commands.train_judge)."""
     report = train(JudgeRecipe(seed=args.seed, steps=args.steps), args.out)
     for split in ("accuracy_fresh", "accuracy_fresh_degraded"):
         print(split, " ".join(f"{k}={v:.4f}" for k, v in report[split].items()))

@@ -38,7 +38,7 @@ def policy_for(method: str, path: str, limits: Limits) -> BodyPolicy:
     if method not in BODY_METHODS:
         return BodyPolicy(0)
     if method == "PUT" and ADAPTER_UPLOAD.fullmatch(path):
-        return BodyPolicy(limits.max_upload_bytes + FORM_ROOM, "adapter")
+        return BodyPolicy(limits.max_adapter_upload_bytes + FORM_ROOM, "adapter")
     if method == "POST" and path == EDITS:
         return BodyPolicy(limits.max_upload_bytes + FORM_ROOM, "edit")
     return BodyPolicy(limits.max_body_bytes)

@@ -33,12 +33,20 @@ class ImageData(BaseModel):
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
+    warnings: list[str] | None = Field(
+        default=None,
+        description="What the request asked for that the model honours only in part: tokens no embedding defines, "
+        "words the model never learned, a size other than the native one",
+    )
 
 
 class JobView(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    status: str
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] = Field(
+        description="succeeded, failed and cancelled are final; cancelling (a cancel was accepted, the job is "
+        "being stopped) always ends cancelled"
+    )
     created: int
     progress: dict[str, int]
     result: dict[str, Any] | None = None

@@ -2,25 +2,27 @@
 
 Suites: engine (the engine's ratios), hotload (adapter upload to first use, cold and warm), memory (RSS per
 hosted adapter), export (export time), precision (fp32 vs fp16, GPU only), profile (where a request's
-time goes), guidance (guidance interval and uncond refresh: rows saved vs judge quality); `all` runs every
-suite but engine, which has its own long run.
+time goes), guidance (guidance interval and uncond refresh: rows saved vs judge quality), lora-rank (U-Net call
+time by the LoRA banks' rank); `all` runs every suite but engine, which has its own long run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from models.shapes.train_backbone import PIPELINE_DIR
-from service.bench.export_dir import ensure_export
+from models.shapes.paths import PIPELINE_DIR
 from service.bench.report import update_section
 
-# suite -> (module with add_arguments(parser), run(args, progress) -> dict, markdown(results, command) -> str;
-# one-line help). Only the chosen suite's module is imported, so one suite's imports never slow another.
+# suite -> (module with run(args, progress) -> dict and markdown(results, command) -> str; one-line help).
+# Only the chosen suite's module is imported, and only to run it, so one suite's imports never slow another.
 SUITES = {
     "hotload": ("service.bench.hotload_bench", "adapter upload to first use, cold and warm, p50/p99"),
     "memory": ("service.bench.memory_bench", "resident memory with 0, 100, 1000 hosted adapters"),
@@ -28,6 +30,76 @@ SUITES = {
     "precision": ("service.bench.precision_bench", "fp32 vs fp16 graphs (GPU only; skipped with the reason)"),
     "profile": ("service.bench.profile_bench", "where a request's time goes: graphs, host, PNG, HTTP"),
     "guidance": ("service.bench.guidance_bench", "guidance interval and uncond refresh: rows saved vs judge quality"),
+    "lora-rank": ("service.bench.rank_bench", "U-Net call time by LoRA rank: fixed R 16 vs each call's rank bucket"),
+}
+
+# Each suite's own options. They live here rather than in the suites' modules, which import torch: the parser is
+# built without importing any suite, so `diffplex bench SUITE --help` answers at once.
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps of each request (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept (default 3)")
+    parser.add_argument(
+        "--quality-samples", type=int, default=64, help="prompts the judge scores per guidance option (default 64)"
+    )
+
+
+def _hotload_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapters", type=int, default=20, help="distinct LoRAs uploaded and used (default 20)")
+    parser.add_argument("--steps", type=int, default=4, help="steps of each generation (default 4)")
+    parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    parser.add_argument(
+        "--backend", choices=["pytorch", "onnxruntime"], default="pytorch", help="runtime (default pytorch)"
+    )
+
+
+def _memory_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--counts", default="100,1000", help="adapter counts to measure at (default 100,1000)")
+    parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    parser.add_argument("--bounded-mib", type=float, default=32.0, help="the small cache budget, MiB (default 32)")
+
+
+def _export_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=1, help="exports to time; the median is kept (default 1)")
+    parser.add_argument("--fp16", action="store_true", help="also write the fp16 variants")
+
+
+def _precision_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=16, help="requests per run (default 16)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps of each request (default 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each precision, interleaved (default 3)")
+
+
+def _profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=10, help="requests timed on each path (default 10)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps of each request (default 20)")
+    parser.add_argument(
+        "--backend", choices=["pytorch", "onnxruntime"], default="pytorch", help="runtime (default pytorch)"
+    )
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="also list the N top functions")
+
+
+def _guidance_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, default=256, help="prompts judged per option (default 256)")
+    parser.add_argument("--steps", type=int, default=25, help="sampling steps of each image (default 25)")
+
+
+def _rank_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rows", type=int, default=8, help="U-Net rows per call (default 8)")
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds; the median is kept (default 30)")
+
+
+# suite -> its own options (engine first: it is not one of SUITES, `all` does not run it)
+OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "engine": _engine_options,
+    "hotload": _hotload_options,
+    "memory": _memory_options,
+    "export": _export_options,
+    "precision": _precision_options,
+    "profile": _profile_options,
+    "guidance": _guidance_options,
+    "lora-rank": _rank_options,
 }
 
 
@@ -35,27 +107,33 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def build_parser(load: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    """`load`: the suites whose own options are added (their modules imported)."""
+def _docstring(module: str) -> str | None:
+    """A suite's docstring, read from its source without running it (running it would load torch)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()), clean=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", type=Path, default=PIPELINE_DIR)
+    common.add_argument("--model", type=Path, default=PIPELINE_DIR, help="diffusers pipeline directory (backbone)")
     common.add_argument("--export", type=Path, default=Path(".work/export"), help="export dir (made if missing)")
-    common.add_argument("--threads", type=int, default=None)
+    common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     common.add_argument("--report", type=Path, default=Path("BENCHMARKS.md"), help="markdown file to update")
     common.add_argument("--json", type=Path, default=None, help="results file (default .work/bench/SUITE.json)")
     parser = argparse.ArgumentParser(prog="diffplex bench", description=__doc__)
     suites = parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
-    engine = suites.add_parser("engine", parents=[common], help="engine ratios vs diffusers, CFG, LoRA batches")
-    engine.add_argument("--steps", type=int, default=20)
-    engine.add_argument("--rounds", type=int, default=3)
-    engine.add_argument("--quality-samples", type=int, default=64)
+    engine = suites.add_parser(
+        "engine",
+        parents=[common],
+        help="engine ratios vs diffusers, CFG, LoRA batches",
+        description=_docstring("service.bench.engine_bench"),
+    )
+    OPTIONS["engine"](engine)
     for name, (module, text) in SUITES.items():
-        if name in load:
-            imported = importlib.import_module(module)
-            sub = suites.add_parser(name, parents=[common], help=text, description=imported.__doc__)
-            imported.add_arguments(sub)
-        else:
-            suites.add_parser(name, parents=[common], help=text)
+        sub = suites.add_parser(name, parents=[common], help=text, description=_docstring(module))
+        OPTIONS[name](sub)
     suites.add_parser("all", parents=[common], help="every suite but engine, with their defaults")
     return parser
 
@@ -77,6 +155,8 @@ def _suite(name: str, args: argparse.Namespace, command: str) -> dict:
         torch.set_num_threads(args.threads)
     _progress(f"== {name}")
     if getattr(args, "backend", None) == "onnxruntime":
+        from service.bench.export_dir import ensure_export
+
         ensure_export(args.model, args.export, _progress)
     results = module.run(args, _progress)
     update_section(args.report, name, module.markdown(results, command))
@@ -91,8 +171,7 @@ def _save(name: str, args: argparse.Namespace, results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    chosen = argv[0] if argv else ""
-    parser = build_parser(tuple(SUITES) if chosen == "all" else (chosen,))
+    parser = build_parser()
     args = parser.parse_args(argv)
     command = "diffplex bench " + shlex.join(argv)
     if args.suite == "engine":

@@ -23,6 +23,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.formats import load_adapter_file
+from adapters.lora import rank_bucket
 from adapters.training.lora import save_lora
 from models.shapes.dataset import make_batch
 from service.bench.comparators import SplitCFGRuntime, run_request_level
@@ -34,6 +35,8 @@ from service.core.settings import EngineSettings
 from service.engine import Engine, GenerationRequest
 from service.runtime.base import Runtime
 from service.runtime.onnx_runtime import OnnxRuntime
+
+LORA_RANK = 4  # the benched LoRAs' rank
 
 
 @dataclass
@@ -86,7 +89,7 @@ def _prompts(count: int, seed: int = 0) -> list[str]:
     return make_batch(count, seed=seed).captions
 
 
-def _random_lora_files(model_dir: Path, out: Path, count: int, rank: int = 4) -> list[Path]:
+def _random_lora_files(model_dir: Path, out: Path, count: int, rank: int = LORA_RANK) -> list[Path]:
     """Distinct random LoRAs written by diffusers' own `save_lora_weights`, readable by both sides."""
     from peft import LoraConfig
 
@@ -208,7 +211,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
             },
             rounds,
         )
-    rank = runtime.info.lora_rank
+    rank = rank_bucket(LORA_RANK, runtime.info.lora_rank)  # what the LoRA calls' banks carried
     ours = lora_macs(pipe.unet, pipe.unet.config.sample_size, pipe.text_encoder.config.hidden_size, rank)
     results["lora_macs"] = {"rank": rank, "backbone": ours.summary(), "sd15": sd15_lora_macs(rank).summary()}
     results["loras"] = {

@@ -12,11 +12,6 @@ from export.exporter import ExportOptions, export_pipeline
 from service.bench.report import machine, shown_path, table
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=int, default=1, help="exports to time; the median is kept (default 1)")
-    parser.add_argument("--fp16", action="store_true", help="also write the fp16 variants")
-
-
 def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict:
     rounds: list[dict[str, float]] = []
     sizes: dict[str, int] = {}

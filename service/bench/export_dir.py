@@ -1,4 +1,5 @@
-"""The export directory the suites run on: made from the model when missing, flagged when it predates a variant."""
+"""The export directory the suites run on: made from the model when missing, flagged when it predates a variant or
+the LoRA banks' dynamic rank."""
 
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ def ensure_export(model_dir: Path, export_dir: Path, progress: Callable[[str], N
     unets = [entry for name, entry in manifest.graphs.items() if name in BASE_GRAPHS]
     if manifest.vpt_tokens and not any(is_lora_variant(v) for entry in unets for v in entry.variants):
         progress(f"note: {export_dir} has no LoRA-only U-Nets (an older export); delete it to bench the current one")
+    if manifest.fixed_lora_rank is not None:
+        progress(
+            f"note: {export_dir} takes LoRA banks of rank {manifest.fixed_lora_rank} only (an export made before the "
+            "rank axis was dynamic); delete it to bench the current one"
+        )

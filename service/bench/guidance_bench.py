@@ -32,11 +32,6 @@ OPTIONS: dict[str, dict] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=256, help="prompts judged per option (default 256)")
-    parser.add_argument("--steps", type=int, default=25)
-
-
 def guidance_options(runtime: OnnxRuntime, samples: int, steps: int = 25) -> dict:
     """Per option: seconds, U-Net rows, prompt accuracy, Fréchet distance, and speed-up / rows saved vs baseline."""
     judge = ShapesJudge.load()

@@ -28,13 +28,6 @@ from service.bench.server_metrics import metric_total
 PROMPT = "a large red circle on a black background"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--adapters", type=int, default=20, help="distinct LoRAs uploaded and used (default 20)")
-    parser.add_argument("--steps", type=int, default=4, help="steps of each generation (default 4)")
-    parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
-    parser.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch")
-
-
 def _timed(call: Callable[[], httpx.Response]) -> float:
     started = time.perf_counter()
     response = call()

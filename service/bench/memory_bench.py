@@ -32,12 +32,6 @@ MiB = 1 << 20
 PER_TENANT = 100  # adapters per tenant, as the default per-tenant quota allows
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--counts", default="100,1000", help="adapter counts to measure at (default 100,1000)")
-    parser.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
-    parser.add_argument("--bounded-mib", type=float, default=32.0, help="the small cache budget, MiB (default 32)")
-
-
 def rss_bytes() -> int:
     """Current resident set size (Linux /proc), else the peak (getrusage)."""
     try:
@@ -68,7 +62,7 @@ def measure(model_dir: Path, counts: list[int], rank: int, cache_bytes: int) -> 
                     store.create_tenant(tenant)
                 data = lora_bytes(spec, seed=registered, rank=rank)
                 meta = inspect_upload(
-                    data, f"lora-{registered}", "lora", None, spec, limits, settings.limits.max_upload_bytes
+                    data, f"lora-{registered}", "lora", None, spec, limits, settings.limits.max_adapter_upload_bytes
                 )
                 store.put_adapter(tenant, meta, data, quota)
                 cache.get(tenant, meta)

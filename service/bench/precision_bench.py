@@ -22,12 +22,6 @@ from service.engine import Engine, GenerationRequest
 from service.runtime.onnx_runtime import OnnxRuntime
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=int, default=16, help="requests per run (default 16)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-
-
 def _images_per_s(runtime: OnnxRuntime, prompts: list[str], steps: int) -> tuple[float, np.ndarray]:
     engine = Engine(runtime, EngineSettings(max_rows=32))
     started = time.perf_counter()

@@ -64,13 +64,6 @@ class TimingRuntime:
         return timed
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=int, default=10, help="requests timed on each path (default 10)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--backend", choices=["pytorch", "onnxruntime"], default="pytorch")
-    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="also list the N top functions")
-
-
 def _engine_path(args: argparse.Namespace, progress: Callable[[str], None]) -> dict:
     runtime = TimingRuntime(
         load_runtime(args.backend, args.model, args.export, threads=args.threads)  # type: ignore[arg-type]

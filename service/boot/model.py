@@ -9,6 +9,8 @@ import asyncio
 import logging
 
 from adapters import ExportLimits
+from service.boot.banner import announce_ready
+from service.boot.model_source import served_model_dir
 from service.boot.state import ModelParts, ServiceState
 from service.core.metrics import Metrics
 from service.core.settings import Settings
@@ -28,10 +30,11 @@ WARMUP_TIMEOUT_S = 600.0
 
 
 def build_engine(settings: Settings, metrics: Metrics) -> Engine:
-    """Blocking: loads the backbone (seconds to minutes) and starts the engine thread."""
+    """Blocking: loads the backbone (seconds to minutes; a single file is converted first, once) and starts the
+    engine thread."""
     runtime = load_runtime(
         settings.backend,
-        settings.model_dir,
+        served_model_dir(settings),
         settings.export_dir,
         lora_rank=settings.engine.lora_rank,
         vpt_tokens=settings.engine.vpt_tokens,
@@ -54,10 +57,11 @@ def build_engine(settings: Settings, metrics: Metrics) -> Engine:
 
 def validation_info(settings: Settings) -> BackboneInfo:
     """Blocking: role "api" validates requests and adapter uploads against the backbone and runs none of it, so
-    it reads the backbone's shapes and fingerprint (the same the workers' runtime reports) without its weights."""
+    it reads the backbone's shapes and fingerprint (the same the workers' runtime reports) without its weights
+    (from the same directory: a single file converted as the workers convert it)."""
     return load_backbone_info(
         settings.backend,
-        settings.model_dir,
+        served_model_dir(settings),
         settings.export_dir,
         lora_rank=settings.engine.lora_rank,
         vpt_tokens=settings.engine.vpt_tokens,
@@ -126,4 +130,4 @@ async def load_model(state: ServiceState) -> None:
         info=info, cache=cache, jobs=job_manager, limits=limits, engine=engine, runner=runner, worker=worker
     )
     backend = engine.runtime.name if engine is not None else f"{settings.backend} (validation only)"
-    log.info("ready", extra={"backend": backend, "image_size": info.image_size})
+    announce_ready(settings, backend, info.image_size, log)

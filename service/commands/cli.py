@@ -14,16 +14,18 @@ from collections.abc import Sequence
 
 # command -> (module whose `main(argv)` runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train-backbone": ("models.shapes.train_backbone", "train the embedded default backbone (shapes world)"),
-    "train-judge": ("models.shapes.train_judge", "train the judge classifier used to score image quality"),
-    "eval": ("models.shapes.evaluate", "score a pipeline with the judge (prompt accuracy, Frechet distance)"),
+    "train-backbone": ("models.shapes.commands.train_backbone", "train the embedded default backbone (shapes world)"),
+    "train-judge": ("models.shapes.commands.train_judge", "train the judge classifier used to score image quality"),
+    "eval": ("models.shapes.commands.evaluate", "score a pipeline with the judge (prompt accuracy, Frechet distance)"),
     "adapters": ("adapters.cli", "train (lora, ti, vpt) and evaluate tenant adapters on the frozen backbone"),
     "bench": ("service.bench.cli", "in-process benchmarks (engine, hot-load, memory, export, profile)"),
     "loadtest": ("service.loadtest.cli", "HTTP load test of a running server (workload file): JSON, Markdown, plots"),
+    "convert": ("export.convert_cli", "convert a single-file checkpoint (.safetensors, .ckpt) to a diffusers pipeline"),
     "export": ("export.cli", "export a diffusers pipeline to ONNX (fused CFG, per-row adapter banks), TensorRT"),
     "serve": ("service.commands.serve", "run the HTTP API (OpenAI-compatible images, adapters, jobs) with uvicorn"),
     "worker": ("service.commands.worker", "run jobs from the Redis job stream (scale-out: API replicas + GPU workers)"),
     "tenants": ("service.commands.tenants", "create, list and delete tenants (API keys) in the configured store"),
+    "demo": ("service.commands.demo", "try the shipped adapters on a running server: one labelled grid, curl lines"),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from service.core.settings import Settings
 
@@ -29,14 +30,24 @@ def missing_pipeline(settings: Settings) -> str:
     )
     return (
         f"no diffusers pipeline at {where} (DIFFPLEX_MODEL_DIR): it {missing}; point DIFFPLEX_MODEL_DIR at a diffusers "
-        "pipeline directory (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        "pipeline directory (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/) or a single-file "
+        "SD-1.x/2.x checkpoint (.safetensors, .ckpt)"
     )
 
 
 def configuration_error(settings: Settings) -> str | None:
     """What keeps these settings from starting (shared with `diffplex worker`), or None."""
-    if settings.backend == "pytorch" and not (settings.model_dir / "model_index.json").exists():
+    # Here, not at the top: they import torch, and `diffplex serve --help` should not wait for it.
+    from export.checkpoint_file import is_single_file
+    from service.boot.model_source import single_file_settings_error
+
+    if settings.backend == "pytorch" and is_single_file(settings.model_dir):
+        if not settings.model_dir.is_file():
+            return f"no checkpoint file at {settings.model_dir} (DIFFPLEX_MODEL_DIR)"
+    elif settings.backend == "pytorch" and not (settings.model_dir / "model_index.json").exists():
         return missing_pipeline(settings)
+    if problem := single_file_settings_error(settings):
+        return problem
     if settings.backend != "pytorch" and settings.export_dir is None:
         return f"the {settings.backend} backend needs DIFFPLEX_EXPORT_DIR (diffplex export)"
     if settings.role == "worker" and not settings.redis_url:
@@ -51,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1, DIFFPLEX_HOST)")
     parser.add_argument("--port", type=int, help="port (default 8000, DIFFPLEX_PORT)")
     parser.add_argument("--log-level", help="debug, info, warning... (DIFFPLEX_LOG_LEVEL)")
+    parser.add_argument(
+        "--model",
+        dest="model_dir",
+        type=Path,
+        help="diffusers pipeline directory or single-file checkpoint, .safetensors / .ckpt (DIFFPLEX_MODEL_DIR)",
+    )
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = Settings(**overrides)
@@ -68,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.boot.run import run_server
     from service.core.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run_server("serve", create_app(settings), settings, settings.port)
 
 

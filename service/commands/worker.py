@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -65,8 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="health and metrics port (default 8001, DIFFPLEX_WORKER__PORT)")
     parser.add_argument("--consumer", help="stream consumer name (default hostname-pid, DIFFPLEX_WORKER__CONSUMER)")
     parser.add_argument("--log-level", help="debug, info, warning... (DIFFPLEX_LOG_LEVEL)")
+    parser.add_argument(
+        "--model", type=Path, help="diffusers pipeline directory or single-file checkpoint (DIFFPLEX_MODEL_DIR)"
+    )
     args = parser.parse_args(argv)
-    settings = Settings(role="worker", **({"host": args.host} if args.host else {}))
+    given = {"host": args.host, "model_dir": args.model}
+    settings = Settings(role="worker", **{k: v for k, v in given.items() if v is not None})
     if args.log_level:
         settings.log_level = args.log_level
     if args.port:
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.boot.run import run_server
     from service.core.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run_server("worker", create_worker_app(settings), settings, settings.worker.port, _Server)
 
 

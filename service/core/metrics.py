@@ -1,9 +1,10 @@
 """Prometheus metrics (`diffplex_` prefix), one registry per app so several apps in one process (tests) do
 not collide in the global one.
 
-Every label value comes from a closed set written in the code (route templates, "cfg" / "plain", "ok" /
-"failed"...), never from what a client sends: each distinct value is a new series kept for the process's
-life, so a client-chosen one (an HTTP method, a path) would let anyone grow `/metrics` without bound.
+Every label value comes from a closed set written in the code (route templates, "cfg" / "plain", the image
+outcomes of IMAGE_OUTCOMES...), never from what a client sends: each distinct value is a new series kept for
+the process's life, so a client-chosen one (an HTTP method, a path) would let anyone grow `/metrics` without
+bound.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
 ROW_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
+# How an image left the engine: made; failed (its request failed, its siblings with it); cancelled (a job's
+# DELETE, a synchronous request whose client left, a run dropped because its job or tenant went away).
+IMAGE_OUTCOMES = ("ok", "failed", "cancelled")
 
 
 def method_label(method: str) -> str:
@@ -52,7 +56,14 @@ class Metrics:
         )
         self.active = Gauge("diffplex_requests_active", "image requests being denoised", registry=r)
         self.waiting = Gauge("diffplex_requests_waiting", "image requests queued, not yet admitted", registry=r)
-        self.images = Counter("diffplex_images_total", "images generated", ["status"], registry=r)
+        self.images = Counter(
+            "diffplex_images_total",
+            "images that left the engine, by outcome: ok, failed, cancelled",
+            ["status"],
+            registry=r,
+        )
+        for outcome in IMAGE_OUTCOMES:  # every series exists from the start, so a rate over it never lacks one
+            self.images.labels(outcome)
         self.cache_hits = Counter("diffplex_adapter_cache_hits_total", "parsed adapters found in the cache", registry=r)
         self.cache_misses = Counter("diffplex_adapter_cache_misses_total", "adapters not in the cache", registry=r)
         self.cache_loads = Counter(

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import models.shapes
+from models.shapes.paths import PIPELINE_DIR
 
 MiB = 1 << 20
 
@@ -21,8 +21,7 @@ MiB = 1 << 20
 Backend = Literal["pytorch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 
-# The embedded default backbone (models.shapes.train_backbone.PIPELINE_DIR, without importing the trainer).
-DEFAULT_MODEL_DIR = Path(models.shapes.__file__).parent / "pipeline"
+DEFAULT_MODEL_DIR = PIPELINE_DIR  # the embedded default backbone
 
 
 class Limits(BaseModel):
@@ -32,9 +31,12 @@ class Limits(BaseModel):
     max_steps: int = 100
     max_prompt_chars: int = 1000
     # JSON bodies: a generation or job body is a few kilobytes; a large one only costs the event loop time
-    # (image edits and adapter uploads have their own cap, `max_upload_bytes`).
+    # (image edits and adapter uploads have their own caps, below).
     max_body_bytes: int = 64 * 1024
-    max_upload_bytes: int = 64 * MiB  # adapter files and edit images
+    max_upload_bytes: int = 64 * MiB  # edit images (the decoded size is checked from the header, images.py)
+    # Adapter files. A rank-128 SD-1.5 LoRA (U-Net and text encoder, fp16) is about 150 MiB: the default takes
+    # the ranks the banks take (`engine.lora_rank`, 128), and the tenant's byte quota still bounds the total.
+    max_adapter_upload_bytes: int = 256 * MiB
     max_field_chars: int = 256  # free-text fields stored with a job that mean nothing here (`user`, ...)
     rate_per_minute: int = 600  # generation requests per tenant per minute (0: unlimited)
     upload_rate_per_minute: int = 30  # adapter uploads per tenant per minute (0: unlimited)
@@ -84,7 +86,9 @@ class EngineSettings(BaseModel):
     max_queue: int = Field(256, ge=1)  # queued + active requests; beyond that a submission is refused (QueueFull)
     max_active: int = Field(64, ge=1)  # requests holding latents at once
     idle_wait_s: float = Field(0.05, gt=0)  # how long the idle engine thread sleeps when no submission wakes it
-    lora_rank: int = 16  # R of the PyTorch backend's banks (exported backends read theirs from the manifest)
+    # R, the PyTorch backend's rank cap: the largest total LoRA rank a request may put on one module (exported
+    # backends read theirs from the manifest). adapters.lora.DEFAULT_LORA_RANK; each call's banks carry their own.
+    lora_rank: int = Field(128, ge=1)
     vpt_tokens: int = 8  # P, likewise
     threads: int | None = None
     # Exported backends: run calls whose rows carry no adapter on the U-Net graphs without banks (1.5x
@@ -95,7 +99,7 @@ class EngineSettings(BaseModel):
     # batch of 8 LoRAs), at the cost of another session per U-Net graph. Both off keep one copy of the weights.
     lora_graphs: bool = True
     # Packed adapter tensors the engine keeps between batches, bounded in bytes (LRU), on top of
-    # `adapter_cache_bytes`. Rows: one padded copy per recent adapter set, about the adapter's size, so a
+    # `adapter_cache_bytes`. Rows: one copy per recent adapter set at its own rank, about the adapter's size, so a
     # quarter of the adapter cache covers the sets of the running requests with room to spare. Banks: one
     # per recent batch composition, every LoRA target of the U-Net for each of its slots, so they get more.
     row_cache_bytes: int = Field(128 * MiB, ge=0)
@@ -160,6 +164,12 @@ class Settings(BaseSettings):
     # The weights variant of `model_dir` to load ("fp16": `unet/diffusion_pytorch_model.fp16.safetensors`...),
     # upcast to fp32. None: the plain weights, or the one variant a component holds without them.
     model_variant: str | None = None
+    # When `model_dir` names a single-file checkpoint (.safetensors / .ckpt, LDM layout), it is converted once into
+    # `data_dir/models` and served from there. What it predicts, when its family's default is wrong (SD-2: v-prediction
+    # at 768 px, unless a .ckpt says it is the 512 px base model), and a diffusers-layout directory with its configs
+    # and tokenizer, when the shipped SD-1.5 / SD-2.1 ones do not describe it (export/single_file.py).
+    model_prediction_type: Literal["epsilon", "v_prediction"] | None = None
+    model_config_dir: Path | None = None
     export_dir: Path | None = None
     model_name: str = "diffplex-shapes"  # what `GET /v1/models` lists and `model` in requests may name
     adapter_cache_bytes: int = 512 * MiB
@@ -168,6 +178,8 @@ class Settings(BaseSettings):
     # restarts); false keeps serving, with /livez and the model routes answering 503 and the reason.
     exit_on_load_error: bool = True
     log_level: str = "INFO"
+    # "auto": human lines and a start-up banner on a terminal, JSON lines otherwise; "json" / "human" to choose
+    log_format: Literal["auto", "json", "human"] = "auto"
     limits: Limits = Field(default_factory=Limits)
     fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

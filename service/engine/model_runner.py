@@ -1,9 +1,10 @@
 """The U-Net side of a tick: the scheduled rows -> one noise prediction each, in at most two runtime calls.
 
-The slot banks hold one slot per distinct adapter set (slot 0 = none), cached per batch composition. Rows
-guided this step (guidance.py) run in ONE fused-CFG call; every other row's cond row, and the uncond rows of
-the uncond-refresh rows due a refresh, run in one plain call, and those rows are combined here with the same
-`classifier_free_guidance` the fused graph traces. A call whose rows are all in slot 0 is marked
+The slot banks hold one slot per distinct adapter set (slot 0 = none), at the rank bucket of the call's largest
+LoRA rank (adapters/packing.py), cached per batch composition. Rows guided this step (guidance.py) run in ONE
+fused-CFG call; every other row's cond row, and the uncond rows of the uncond-refresh rows due a refresh, run
+in one plain call, and those rows are combined here with the same `classifier_free_guidance` the fused graph
+traces. A call whose rows are all in slot 0 is marked
 adapter-free, so the runtime may run its base graph, which skips the banks.
 """
 
@@ -24,7 +25,7 @@ class ModelRunner:
     def __init__(self, runtime: Runtime, row_cache: PackedRowCache, bank_cache_bytes: int) -> None:
         self.runtime = runtime
         self.info = runtime.info
-        self.row_cache = row_cache  # shared with the text side (text.py): one padded copy per adapter set
+        self.row_cache = row_cache  # shared with the text side (text.py): one copy per adapter set, at its own rank
         self.bank_cache: ByteLRU[tuple[str, ...], PackedBanks] = ByteLRU(bank_cache_bytes)
         self.calls = 0  # U-Net calls and rows run so far (a fused-CFG call over N requests runs 2N rows)
         self.rows = 0
@@ -100,6 +101,7 @@ class ModelRunner:
                 self.info.vpt_tokens,
                 cache=self.row_cache,
                 components=("unet",),  # the text encoder's banks are packed at admission (text.py)
+                fixed_rank=self.info.lora_rank_fixed,
             )
             self.bank_cache.put(key, packed, packed.nbytes)
         slot_of = {k: int(packed.adapter_slot[i]) for i, k in enumerate(distinct)}

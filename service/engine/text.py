@@ -42,6 +42,7 @@ class PromptEncoder:
             self.info.vpt_tokens,
             cache=self.row_cache,
             components=("text_encoder",),
+            fixed_rank=self.info.lora_rank_fixed,
         )
         return self.runtime.encode_text(embeds, packed.adapter_slot, packed.text_encoder)
 

@@ -47,7 +47,7 @@ class Jobs(Protocol):
 
     async def create(self, request: ImageRequest) -> JobRecord: ...
 
-    async def cancel(self, tenant: str, job_id: str) -> JobRecord | None: ...
+    async def cancel(self, tenant: str, job_id: str, settle: bool = True) -> JobRecord | None: ...
 
     async def wait(self, tenant: str, job_id: str) -> JobRecord | None: ...
 
@@ -86,11 +86,15 @@ class Generation:
         self.batch.cancel()
 
     async def images(self) -> dict[str, Any]:
-        """The OpenAI answer: `{"created", "data"}`. The first failed image fails them all (and cancels the
-        rest); QuotaExceeded or TenantGone when the url files cannot be stored (then none is)."""
+        """The OpenAI answer: `{"created", "data"}`, and `warnings` when there are any. The first failed image
+        fails them all (and cancels the rest); QuotaExceeded or TenantGone when the url files cannot be stored
+        (then none is)."""
         results = await self.runner.wait(self.batch)
         data = await asyncio.to_thread(render, results, self.plan.revised_prompt, self.output)
-        return {"created": int(time.time()), "data": data}
+        answer: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if self.plan.warnings:  # a request honoured only in part says so (generation/warnings.py)
+            answer["warnings"] = self.plan.warnings
+        return answer
 
 
 def submit(
@@ -129,7 +133,7 @@ async def _by_the_workers(jobs: Jobs, request: ImageRequest, client_gone: Client
     record = await jobs.create(request)
 
     async def cancel() -> None:
-        await jobs.cancel(request.tenant, record.id)
+        await jobs.cancel(request.tenant, record.id, settle=False)  # nobody waits for its answer
 
     final = await _unless_gone(jobs.wait(request.tenant, record.id), client_gone, cancel)
     if final is None:

@@ -9,20 +9,22 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 
-from adapters import Adapter
+from adapters import Adapter, TextualInversion
 from adapters.errors import DiffplexError
 from service.core.settings import Settings
 from service.engine import GenerationRequest
 from service.engine.request import max_side, side_supported
 from service.generation.images import ImageInputError, parse_size
 from service.generation.params import MAX_SEED, ImageParams
-from service.generation.prompt import PromptError, embeddings_used, extract_tags
+from service.generation.prompt import PromptError, Tag, embeddings_used, extract_tags
+from service.generation.warnings import request_warnings, trained_words
 from service.hotload.cache import AdapterCache
 from service.runtime.base import BackboneInfo
-from service.stores.base import Store
+from service.stores.base import AdapterMeta, Store
 
 
 class InvalidRequest(DiffplexError, ValueError):
@@ -37,6 +39,7 @@ class Plan:
     requests: list[GenerationRequest]
     revised_prompt: str | None  # the prompt as the model saw it, when tags were removed
     response_format: str
+    warnings: list[str] = dataclass_field(default_factory=list)  # what the model will honour only in part (warnings.py)
 
 
 def check_limits(params: ImageParams, settings: Settings) -> None:
@@ -79,7 +82,7 @@ def check_adapter_count(count: int, max_per_request: int) -> None:
 def resolve_adapters(
     params: ImageParams,
     prompt: str,
-    tags: list[tuple[str, float]],
+    tags: list[Tag],
     tenant: str,
     store: Store,
     cache: AdapterCache,
@@ -89,9 +92,11 @@ def resolve_adapters(
     """Named adapters (body + tags) and the embeddings whose tokens the prompts use, all from the tenant's
     own namespace: another tenant's adapter is "not found", exactly like a missing one, and so is one that a
     later incarnation of the tenant's name wrote (`epoch`: the request's)."""
-    wanted = [(a.name, a.weight) for a in params.adapters] + tags
+    # (name, weight, the kind a tag asks for; None for the `adapters` field, which takes LoRAs and VPTs alike)
+    wanted: list[tuple[str, float, str | None]] = [(a.name, a.weight, None) for a in params.adapters]
+    wanted += [(t.name, t.weight, t.kind) for t in tags]
     check_adapter_count(len(wanted), max_per_request)
-    names = [n for n, _ in wanted]
+    names = [n for n, _, _ in wanted]
     if duplicates := sorted(n for n, k in Counter(names).items() if k > 1):
         raise InvalidRequest(
             f"adapter(s) {', '.join(duplicates)} named more than once (in `adapters` or <lora:...> tags): "
@@ -99,7 +104,7 @@ def resolve_adapters(
             param="adapters",
         )
     metas = {m.name: m for m in store.list_adapters(tenant, epoch)}
-    for name, _ in wanted:
+    for name, _, tag_kind in wanted:
         if name not in metas:
             raise InvalidRequest(
                 f"adapter {name!r} not found in your namespace: upload it with PUT /v1/adapters/{name} "
@@ -108,15 +113,34 @@ def resolve_adapters(
                 status=404,
                 code="adapter_not_found",
             )
-    chosen = [(metas[n], w) for n, w in wanted]
+        check_named_kind(metas[name], tag_kind)
+    chosen = [(metas[n], w) for n, w, _ in wanted]
     for meta in embeddings_used([prompt, params.negative_prompt], metas.values()):
-        if meta.name not in names:
-            chosen.append((meta, 1.0))
+        chosen.append((meta, 1.0))
     if len(chosen) > max_per_request:
         raise InvalidRequest(
             f"the request uses {len(chosen)} adapters; the limit is {max_per_request}", param="adapters"
         )
     return tuple((cache.get(tenant, meta), weight) for meta, weight in chosen)
+
+
+def check_named_kind(meta: AdapterMeta, tag_kind: str | None) -> None:
+    """An adapter named where it cannot act is refused, never applied as another kind or silently dropped: an
+    embedding acts through its tokens in the prompt, and a tag must say the adapter's kind."""
+    if meta.kind == "textual_inversion":
+        tokens = " ".join(meta.tokens[:4]) or "its token"
+        raise InvalidRequest(
+            f"{meta.name!r} is a textual-inversion embedding: it is used by writing its token ({tokens}) in the "
+            "prompt or negative prompt, not by naming it in `adapters` or a <lora:...> tag",
+            param="adapters",
+        )
+    if tag_kind is not None and tag_kind != meta.kind:
+        kind = "a LoRA" if meta.kind == "lora" else "a VPT adapter"
+        tag = "lora" if meta.kind == "lora" else "vpt"
+        raise InvalidRequest(
+            f"{meta.name!r} is {kind}: write <{tag}:{meta.name}> (or name it in `adapters`), not <{tag_kind}:...>",
+            param="prompt",
+        )
 
 
 def plan(
@@ -177,4 +201,12 @@ def plan(
         # EngineError, or AdapterError for a token two of the tenant's embeddings define -> 400, before anything
         # is queued; the engine trusts a request validated here and does not check it again.
         request.validate(info.image_size, size_multiple)
-    return Plan(requests, prompt if prompt != params.prompt else None, params.response_format)
+    defined = [t for adapter, _ in adapters if isinstance(adapter, TextualInversion) for t in adapter.tokens]
+    warnings = request_warnings(
+        [prompt, params.negative_prompt],
+        defined,
+        trained_words(info.tokenizer_dir),
+        (width, height),
+        info.image_size,
+    )
+    return Plan(requests, prompt if prompt != params.prompt else None, params.response_format, warnings)

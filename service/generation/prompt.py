@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from adapters.errors import DiffplexError
 from adapters.textual_inversion import token_pattern
@@ -24,11 +25,20 @@ class PromptError(DiffplexError, ValueError):
     """A tag the user wrote that cannot be applied; the message quotes it."""
 
 
-def extract_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
-    """(prompt without tags, [(adapter name, weight)]) in the order written."""
-    found: list[tuple[str, float]] = []
+class Tag(NamedTuple):
+    """`<lora:name:0.8>`: the adapter it names, its weight, and the kind the tag asks for."""
+
+    name: str
+    weight: float
+    kind: str  # "lora" (`<lora:...>` and LyCORIS' `<lyco:...>`) or "vpt"
+
+
+def extract_tags(prompt: str) -> tuple[str, list[Tag]]:
+    """(prompt without tags, tags) in the order written."""
+    found: list[Tag] = []
     for match in TAG.finditer(prompt):
         name, raw_weight = match.group(2).strip(), match.group(3)
+        kind = "vpt" if match.group(1).lower() == "vpt" else "lora"
         weight = 1.0
         if raw_weight is not None:
             try:
@@ -41,7 +51,7 @@ def extract_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
                     f"{match.group(0)!r}: the weight must be a number from {-MAX_ADAPTER_WEIGHT:g} "
                     f"to {MAX_ADAPTER_WEIGHT:g}"
                 )
-        found.append((name, weight))
+        found.append(Tag(name, weight, kind))
     text = " ".join(TAG.sub(" ", prompt).split()) if found else prompt
     return text, found
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from service.core.metrics import Metrics
-from service.engine import Engine, GenerationRequest, GenerationResult, Job
+from service.engine import Cancelled, Engine, GenerationRequest, GenerationResult, Job
 
 ProgressCallback = Callable[[int, int], None]  # (steps done, steps total) over the whole batch
 
@@ -28,6 +28,8 @@ class Batch:
         self._totals = [0] * len(requests)
         self._started = [False] * len(requests)
         self._lock = threading.Lock()
+        # set before the rest is cancelled because one image failed: those count as failed, not cancelled
+        self.failed = False
 
     def progress_of(self, index: int) -> Callable[[int, int], None]:
         """Called on the engine thread after every step of request `index`: keep it short."""
@@ -52,7 +54,11 @@ class Batch:
     def finished(self, index: int, future: Future) -> None:
         with self._lock:
             (self.metrics.active if self._started[index] else self.metrics.waiting).dec()
-        if future.cancelled() or future.exception() is not None:
+        if future.cancelled() or isinstance(future.exception(), Cancelled):
+            # a job's DELETE, a client that left, a job lost or dropped: cancelled, unless a sibling failed
+            self.metrics.images.labels("failed" if self.failed else "cancelled").inc()
+            return
+        if future.exception() is not None:
             self.metrics.images.labels("failed").inc()
             return
         result: GenerationResult = future.result()
@@ -94,6 +100,13 @@ class Runner:
         waits = [asyncio.shield(asyncio.wrap_future(j.future)) for j in batch.jobs]
         try:
             return list(await asyncio.gather(*waits))
-        except BaseException:  # a failure, or the client went away (CancelledError): free the engine rows
+        except Cancelled:  # the request was cancelled (its rows are leaving already)
+            batch.cancel()
+            raise
+        except Exception:  # one image failed: the others are cancelled for it, and count as failed too
+            batch.failed = True
+            batch.cancel()
+            raise
+        except BaseException:  # the awaiting task was cancelled (the client went away): free the engine rows
             batch.cancel()
             raise

@@ -1,9 +1,10 @@
 """Heartbeats of the jobs running here: their progress and a sign of life written to the store, where other
 replicas read them (GET, events) and see the owner alive (else they reclaim the job: recover.py).
 
-A heartbeat also reads back what changed elsewhere: a cancel requested on another replica, or that the job
-is no longer this replica's (finished or reclaimed while it looked dead: its run stops writing), or that its
-tenant was deleted (its run is dropped).
+A heartbeat also reads back what changed elsewhere: a cancel requested on another replica (which the store's
+notification usually brought sooner: run.py; the heartbeat is the fallback when it was lost, and the only path
+between processes sharing a LocalStore), or that the job is no longer this replica's (finished or reclaimed
+while it looked dead: its run stops writing), or that its tenant was deleted (its run is dropped).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ async def persist(live: LiveJob, store: Store, ttl_s: int) -> bool:
             stored = await asyncio.to_thread(store.save_progress, snapshot, ttl_s)
             if stored.terminal or stored.owner != snapshot.owner:
                 live.lost = True  # finished or reclaimed elsewhere while this replica looked dead
+            if stored.cancel_requested and not live.record.cancel_requested:  # its notification was missed
+                log.info("cancelling job at its heartbeat", extra={"job": snapshot.id, "step": live.record.step})
             if stored.cancel_requested or live.lost:
                 live.record.cancel_requested = stored.cancel_requested
                 live.cancel()

@@ -12,12 +12,11 @@ from typing import Any
 
 from service.core.errors import as_api_error
 from service.stores.base import JobRecord, QuotaExceeded, Store, TenantGone
+from service.stores.job_updates import CANCELLED
 
 log = logging.getLogger(__name__)
 
 FINAL_WRITE_ATTEMPTS = 6
-
-CANCELLED = {"message": "the job was cancelled", "type": "invalid_request_error", "param": None, "code": "cancelled"}
 
 
 def error_body(error: BaseException) -> dict[str, Any]:
@@ -26,6 +25,11 @@ def error_body(error: BaseException) -> dict[str, Any]:
     if mapped is None:
         return {"message": f"the job failed: {error}", "type": "server_error", "param": None, "code": None}
     return {"message": mapped.message, "type": mapped.type, "param": mapped.param, "code": mapped.code}
+
+
+def cancelled(record: JobRecord) -> JobRecord:
+    """The job's final record as cancelled (what it made so far is not kept)."""
+    return record.model_copy(update={"status": "cancelled", "result": None, "error": dict(CANCELLED)})
 
 
 def log_dropped(job_id: str, tenant: str) -> None:

@@ -5,6 +5,11 @@ record is stored), or from its stored record (`start_stored`: a job taken from t
 one claimed from a replica that stopped heart-beating). `live` holds the jobs running here; their progress is
 written by the heartbeats (heartbeat.py).
 
+A cancel frees the job's engine rows at the engine's next tick: at once when the `DELETE` reaches this replica
+(records.py), else when the store's notification does (`cancel_heard`, within milliseconds with Redis), or at
+the latest at the job's next heartbeat. A notification for a job that is not running here yet (claimed, still
+being planned or waiting for engine room) is remembered, so it never starts.
+
 A job carries its tenant's epoch (stores/base.py): once the tenant is deleted, its store writes raise TenantGone
 and the run is dropped (its engine rows cancelled, its images and record never written), even if a tenant of
 the same name exists again by then. Its outcome is shown (GET, events) only once stored, so nobody is shown
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 
 from service.engine import Cancelled, QueueFull
 from service.generation.generate import ImageRequest, Planner, submit
@@ -23,11 +29,15 @@ from service.generation.plan import Plan
 from service.generation.results import Output
 from service.generation.runner import Runner
 from service.jobs.live import LiveJob
-from service.jobs.outcome import CANCELLED, error_body, finish, log_dropped
+from service.jobs.outcome import cancelled, error_body, finish, log_dropped
 from service.jobs.stored import request_of
 from service.stores.base import JobRecord, Store, TenantGone
 
 log = logging.getLogger(__name__)
+
+# Cancels heard for jobs that do not run here (most run on other replicas): the most recent are kept, for a
+# job this replica claimed and has not started yet. Older ones only cost that job its first heartbeat's run.
+MAX_CANCEL_NOTICES = 1024
 
 
 class JobRunner:
@@ -42,6 +52,7 @@ class JobRunner:
         self.max_image_side = max_image_side  # a stored job's source image is refused from its header beyond it
         self.live: dict[str, LiveJob] = {}
         self.tasks: dict[str, asyncio.Task[bool]] = {}  # job id -> its run on this replica, until it ends
+        self.cancel_notices: OrderedDict[str, None] = OrderedDict()  # job ids; see MAX_CANCEL_NOTICES
 
     def submit(self, record: JobRecord, plan: Plan, output: Output, capped: bool = True) -> LiveJob:
         """Put the job's images on the engine, its progress reported on `record`; QueueFull or TenantBusy
@@ -58,6 +69,32 @@ class JobRunner:
         live.generation = submit(self.runner, plan, output, progress, capped)
         self.live[record.id] = live
         return live
+
+    def cancel_here(self, live: LiveJob) -> None:
+        """Its rows leave the engine at the next tick; the run then ends cancelled (`_run`)."""
+        if not live.record.cancel_requested:  # the step it was at: the final record's is at most a tick later
+            log.info("cancelling job", extra={"job": live.record.id, "step": live.record.step})
+        live.record.cancel_requested = True
+        live.cancel()
+        live.touch()  # readers (GET, events) see it cancelling
+
+    def cancel_heard(self, job_id: str) -> None:
+        """The store says a cancel was recorded for `job_id` (on any replica): stop it if it runs here, else
+        remember it in case it is about to (`start_stored`)."""
+        live = self.live.get(job_id)
+        if live is not None:
+            self.cancel_here(live)
+            return
+        self.cancel_notices[job_id] = None
+        self.cancel_notices.move_to_end(job_id)
+        while len(self.cancel_notices) > MAX_CANCEL_NOTICES:
+            self.cancel_notices.popitem(last=False)
+
+    def _cancel_heard_for(self, record: JobRecord) -> bool:
+        if record.id in self.cancel_notices:
+            del self.cancel_notices[record.id]
+            record.cancel_requested = True
+        return record.cancel_requested
 
     def withdraw(self, live: LiveJob) -> None:
         """A submitted job that was not accepted after all (its record could not be stored): its rows freed."""
@@ -81,8 +118,13 @@ class JobRunner:
         """Start a stored job this replica now owns (claimed). Its task says whether the record ended final;
         None when it ended at once (it could not be planned any more, e.g. its adapter was deleted).
         QueueFull: nothing was started, the caller tries again later."""
-        log.info("starting stored job", extra={"job": record.id, "previous_step": record.step})
+        previous_step = record.step
         record.status, record.step = "queued", 0
+        if self._cancel_heard_for(record):  # cancelled before it ran (here, or on the replica that crashed)
+            log.info("stored job was cancelled before it started", extra={"job": record.id})
+            await finish(self.store, cancelled(record), self.ttl_s, self.replica)
+            return None
+        log.info("starting stored job", extra={"job": record.id, "previous_step": previous_step})
         try:
             request, plan = await asyncio.to_thread(self._plan_stored, record)
             # refusing it over its tenant's work cap now would fail a job the client was told is accepted
@@ -93,6 +135,8 @@ class JobRunner:
             record.status, record.error = "failed", error_body(error)
             await finish(self.store, record, self.ttl_s, self.replica)
             return None
+        if self._cancel_heard_for(record):  # heard while it was being planned: its rows leave at the next tick
+            self.cancel_here(live)
         return self.follow(live)
 
     def _plan_stored(self, record: JobRecord) -> tuple[ImageRequest, Plan]:
@@ -111,12 +155,16 @@ class JobRunner:
             result = await generation.images()
             final = record.model_copy(update={"result": result, "status": "succeeded", "step": record.total})
         except Cancelled:
-            final = record.model_copy(update={"status": "cancelled", "error": CANCELLED})
+            final = cancelled(record)
         except TenantGone:
             live.orphaned = True
         except Exception as error:  # noqa: BLE001 - recorded on the job: the client reads it there
             log.warning("job failed", extra={"job": record.id, "error": str(error)})
             final = record.model_copy(update={"status": "failed", "error": error_body(error)})
+        if final is not None and record.cancel_requested and final.status != "cancelled":
+            # cancelled after its last step, or while it failed: the DELETE promised "cancelled" (the store
+            # would turn it so anyway: stores/job_updates.completion)
+            final = cancelled(record)
         try:
             if live.orphaned or final is None:  # engine rows finished or cancelled; their output goes nowhere
                 log_dropped(record.id, record.tenant)

@@ -23,7 +23,7 @@ class BackboneInfo:
     """The frozen backbone as the host sees it (from the pipeline directory or an export's manifest)."""
 
     spec: BackboneSpec
-    lora_rank: int  # R of the banks
+    lora_rank: int  # R, the rank cap: the largest total rank one request may put on one module
     vpt_tokens: int  # P of the banks (0: no VPT)
     latent_channels: int
     latent_size: int
@@ -33,6 +33,9 @@ class BackboneInfo:
     scheduler_config: dict
     tokenizer_dir: Path
     token_embedding: torch.Tensor  # [vocab, D], shared and never mutated
+    # An export made before the banks' rank axis was dynamic: its graphs take banks of exactly `lora_rank`, so
+    # every call is packed at it (`pack_banks(fixed_rank=True)`) instead of at its own rank bucket.
+    lora_rank_fixed: bool = False
 
     @property
     def image_size(self) -> int:

@@ -20,9 +20,10 @@ from service.runtime.base import BackboneInfo
 
 
 def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
+    fixed = manifest.fixed_lora_rank
     return BackboneInfo(
         spec=manifest.spec,
-        lora_rank=manifest.lora_rank,
+        lora_rank=manifest.lora_rank if fixed is None else fixed,  # equal in every export that fixed it
         vpt_tokens=manifest.vpt_tokens,
         latent_channels=manifest.latent_channels,
         latent_size=manifest.latent_size,
@@ -32,6 +33,7 @@ def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
         scheduler_config=json.loads((export_dir / "scheduler" / "scheduler_config.json").read_text()),
         tokenizer_dir=export_dir / "tokenizer",
         token_embedding=load_file(export_dir / TOKEN_EMBEDDINGS)["token_embedding"],
+        lora_rank_fixed=fixed is not None,
     )
 
 
@@ -42,7 +44,8 @@ def pipeline_info(
     unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
     text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
 ) -> BackboneInfo:
-    """R and P are the PyTorch backend's choice (an export fixes its own); P is 0 where the U-Net takes no VPT."""
+    """R (the rank cap) and P are the PyTorch backend's choice (an export records its own); P is 0 where the U-Net
+    takes no VPT. The reference modules take banks of any rank, so every call is packed at its own."""
     spec = build_spec(backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets)
     return BackboneInfo(
         spec=spec,

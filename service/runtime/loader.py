@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adapters.lora import DEFAULT_LORA_RANK
 from service.core.settings import BACKENDS, Backend
 from service.runtime.base import BackboneInfo, Runtime
 
@@ -22,7 +23,7 @@ def load_runtime(
     backend: Backend,
     model_dir: Path,
     export_dir: Path | None = None,
-    lora_rank: int = 16,
+    lora_rank: int = DEFAULT_LORA_RANK,
     vpt_tokens: int = 8,
     threads: int | None = None,
     fp16: bool = False,
@@ -49,7 +50,7 @@ def load_backbone_info(
     backend: Backend,
     model_dir: Path,
     export_dir: Path | None = None,
-    lora_rank: int = 16,
+    lora_rank: int = DEFAULT_LORA_RANK,
     vpt_tokens: int = 8,
     model_variant: str | None = None,
 ) -> BackboneInfo:

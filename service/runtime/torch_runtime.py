@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from adapters.lora import DEFAULT_LORA_RANK
+from adapters.packing import RANK_AXIS
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
 from export.backbone import load_backbone
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, bank_specs, build_graph_modules
@@ -19,7 +21,7 @@ class TorchRuntime(Runtime):
     def __init__(
         self,
         model_dir: Path,
-        lora_rank: int = 16,
+        lora_rank: int = DEFAULT_LORA_RANK,  # the cap; each call's banks carry their own rank
         vpt_tokens: int = 8,
         device: str = "cpu",
         unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
@@ -32,11 +34,9 @@ class TorchRuntime(Runtime):
         self.device = torch.device(device)
         for module in (backbone.unet, backbone.text_encoder, backbone.vae):
             module.to(self.device)
-        self.modules = build_graph_modules(
-            backbone.unet, backbone.text_encoder, backbone.vae, spec, lora_rank, vpt_tokens
-        )
+        self.modules = build_graph_modules(backbone.unet, backbone.text_encoder, backbone.vae, spec, vpt_tokens)
         self._bank_order = {
-            component: [b.name for b in bank_specs(spec, component, lora_rank, vpt_tokens)]
+            component: [b.name for b in bank_specs(spec, component, RANK_AXIS, vpt_tokens)]
             for component in ("unet", "text_encoder")
         }
 

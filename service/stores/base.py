@@ -1,6 +1,6 @@
 """The shared state every replica sees, behind one interface: tenants and their hashed API keys, adapter
 metadata and blobs per tenant namespace, job records and generated files with a TTL, per-tenant rate
-windows and an "adapter changed" notification.
+windows, and two notifications: "adapter changed" and "job cancel requested".
 
 Two implementations: `LocalStore` (a directory; the embedded default) and `RedisStore`. Every method that
 takes a tenant only ever touches that tenant's namespace, so scoping is enforced here and not in each
@@ -38,6 +38,7 @@ from adapters.errors import DiffplexError
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ChangeCallback = Callable[[str, str], None]  # (tenant, adapter name)
+CancelCallback = Callable[[str], None]  # (job id)
 
 
 class StoreError(DiffplexError):
@@ -247,7 +248,15 @@ class Store(Protocol):
         """None for a missing job, another tenant's and a deleted incarnation's (the API answers all with the
         same 404)."""
 
-    def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None: ...
+    def request_cancel(self, tenant: str, job_id: str) -> JobRecord | None:
+        """Mark the tenant's unfinished job `cancel_requested` and notify every replica (`subscribe_cancels`);
+        from then on the job can only end cancelled (job_updates.completion). A finished job comes back
+        unchanged, a missing one (or another tenant's) as None."""
+
+    def subscribe_cancels(self, callback: CancelCallback) -> Callable[[], None]:
+        """Call `callback(job_id)` (on a store thread) whenever a cancel is recorded, on any replica that shares
+        the store (LocalStore: in this process only); returns the function that unsubscribes. Best effort: a
+        runner that misses it reads the flag at its next heartbeat."""
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         """Take over unfinished jobs whose owner stopped heart-beating (crashed replica): each is claimed

@@ -16,6 +16,14 @@ from typing import Any
 
 from service.stores.base import JobRecord, check_epoch
 
+# The `error` of a cancelled job. Here, because the completion rule writes it too (below).
+CANCELLED: dict[str, Any] = {
+    "message": "the job was cancelled",
+    "type": "invalid_request_error",
+    "param": None,
+    "code": "cancelled",
+}
+
 
 def require_current(job: JobRecord, current: str | None) -> None:
     """TenantGone unless the job belongs to its tenant's current incarnation."""
@@ -42,12 +50,20 @@ def progress(stored: JobRecord | None, job: JobRecord, current: str | None) -> t
 def completion(stored: JobRecord | None, job: JobRecord, current: str | None) -> tuple[JobRecord | None, bool]:
     """The final write, at most once per job: refused once the record is terminal. A result is accepted from
     whoever made it first (re-runs make the same images from the stored seed); a failure or cancellation only
-    from the job's current owner, so a stale runner cannot fail a job another runner is finishing."""
+    from the job's current owner, so a stale runner cannot fail a job another runner is finishing.
+
+    Once a cancel is recorded the job ends cancelled, whatever its runner made meanwhile: `DELETE` answered the
+    client that it would (jobs/records.py), and a runner on another replica hears of the cancel only a moment
+    later (pub/sub, or its next heartbeat), possibly after its last step."""
     require_current(job, current)
     if stored is not None and (stored.terminal or stored.tenant != job.tenant):
         return None, False
     if stored is not None and job.status != "succeeded" and stored.owner not in ("", job.owner):
         return None, False
+    if stored is not None and stored.cancel_requested and job.status != "cancelled":
+        job = job.model_copy(
+            update={"status": "cancelled", "result": None, "error": dict(CANCELLED), "cancel_requested": True}
+        )
     return job, True
 
 

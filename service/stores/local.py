@@ -2,9 +2,10 @@
 
 Every write goes to a temporary file and is `os.replace`d into place, so a reader (or a crash) never sees
 half a file; writes that read-modify-write (quotas, rate windows, job claims) hold an `fcntl` lock on
-`<dir>/.lock`, so several processes may share the directory. Change notifications are in-process
+`<dir>/.lock`, so several processes may share the directory. Change and cancel notifications are in-process
 callbacks: processes sharing the directory still see every change on their next request, because the
-adapter cache checks each adapter's version against the metadata it reads per request.
+adapter cache checks each adapter's version against the metadata it reads per request, and a job's runner
+reads a cancel made by another process at its next heartbeat.
 
 Layout:
     tenants/<tenant>.json              {name, created, epoch}
@@ -50,6 +51,7 @@ from typing import Any, TypedDict
 from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
+    CancelCallback,
     ChangeCallback,
     Conflict,
     JobRecord,
@@ -113,6 +115,7 @@ class LocalStore(job_updates.ConditionalJobWrites):
         for sub in ("tenants", "keys", "adapters", "jobs", "files", "rates", "usage"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._callbacks: list[ChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
         self._callbacks_lock = threading.Lock()
         self._thread_lock = threading.Lock()  # flock is per open file description; threads need their own lock
         self._remove_leftovers()
@@ -290,12 +293,18 @@ class LocalStore(job_updates.ConditionalJobWrites):
         return True
 
     def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
+        return self._subscribe_to(self._callbacks, callback)
+
+    def subscribe_cancels(self, callback: CancelCallback) -> Callable[[], None]:
+        return self._subscribe_to(self._cancel_callbacks, callback)
+
+    def _subscribe_to(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
         with self._callbacks_lock:
-            self._callbacks.append(callback)
+            callbacks.append(callback)
 
         def unsubscribe() -> None:
             with self._callbacks_lock, contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
+                callbacks.remove(callback)
 
         return unsubscribe
 
@@ -392,6 +401,14 @@ class LocalStore(job_updates.ConditionalJobWrites):
                 job.cancel_requested = True
                 raw = _read_json(self._job_path(tenant, job_id)) or {}
                 self._write_job(job, max(1, int(raw.get("expires", time.time() + 60) - time.time())))
+        if not job.terminal:  # after the lock: a callback may read the store
+            with self._callbacks_lock:
+                callbacks = list(self._cancel_callbacks)
+            for callback in callbacks:
+                try:
+                    callback(job.id)
+                except Exception:
+                    log.exception("job cancel callback failed")
         return job
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
@@ -480,3 +497,4 @@ class LocalStore(job_updates.ConditionalJobWrites):
     def close(self) -> None:
         with self._callbacks_lock:
             self._callbacks.clear()
+            self._cancel_callbacks.clear()

@@ -17,10 +17,12 @@ Keys (all under `prefix`):
     file:<tenant>:<epoch>:<id>   PNG bytes, with TTL
     rate:<tenant>:<epoch>:<window>   counter of that incarnation, expires with its window
     channel adapters.changed     "<tenant>\\0<name>" on every adapter write / delete
+    channel jobs.cancelled       "<job id>" on every cancel recorded: its runner drops its rows at once
 
 Read-modify-write sections (quota checks, cancel, claims) use WATCH / MULTI, so two replicas racing on
-the same tenant serialize. Pub/sub only frees cache memory early: the adapter cache re-checks each
-adapter's sha256 against the metadata read per request, so a missed message cannot serve a stale adapter.
+the same tenant serialize. Pub/sub only makes things happen sooner: the adapter cache re-checks each
+adapter's sha256 against the metadata read per request, so a missed message cannot serve a stale adapter, and a
+runner that misses a cancel reads the job's `cancel_requested` at its next heartbeat.
 
 Storage quotas (stores/usage.py) count the live members of those per-incarnation indexes: a new job
 (`create_job`), a job's final record with its result (`complete_job`) or a request's files (`put_files`) WATCH
@@ -53,6 +55,7 @@ from service.core.settings import RedisClientSettings
 from service.stores import job_updates
 from service.stores.base import (
     AdapterMeta,
+    CancelCallback,
     ChangeCallback,
     Conflict,
     JobRecord,
@@ -112,7 +115,9 @@ class RedisStore(job_updates.ConditionalJobWrites):
         self.quota = quota or StorageQuota()
         self.client = redis_client(url, options or RedisClientSettings())
         self.channel = f"{prefix}adapters.changed"
+        self.cancel_channel = f"{prefix}jobs.cancelled"
         self._callbacks: list[ChangeCallback] = []
+        self._cancel_callbacks: list[CancelCallback] = []
         self._pubsub: redis.client.PubSub | None = None
         self._listener: redis.client.PubSubWorkerThread | None = None
 
@@ -282,26 +287,34 @@ class RedisStore(job_updates.ConditionalJobWrites):
         self.client.publish(self.channel, f"{tenant}\0{name}")
 
     def subscribe(self, callback: ChangeCallback) -> Callable[[], None]:
-        """The first subscriber starts one listener thread (redis-py's PubSubWorkerThread) per store."""
-        self._callbacks.append(callback)
+        """The first subscriber of either kind starts one listener thread (redis-py's PubSubWorkerThread) per store."""
+        return self._subscribe_to(self._callbacks, callback)
+
+    def subscribe_cancels(self, callback: CancelCallback) -> Callable[[], None]:
+        return self._subscribe_to(self._cancel_callbacks, callback)
+
+    def _subscribe_to(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
+        callbacks.append(callback)
         if self._listener is None:
+            # both channels at once: subscribing on a PubSub while its thread reads it is not safe
             self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(**{self.channel: self._on_message})
+            self._pubsub.subscribe(**{self.channel: self._on_message, self.cancel_channel: self._on_cancel})
             self._listener = self._pubsub.run_in_thread(
                 sleep_time=1.0, daemon=True, exception_handler=self._on_listener_error
             )
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
+                callbacks.remove(callback)
 
         return unsubscribe
 
     @staticmethod
     def _on_listener_error(error: BaseException, pubsub: redis.client.PubSub, thread: object) -> None:
         """Keep listening through a Redis outage: redis-py re-subscribes when the connection comes back.
-        Messages missed meanwhile cost only memory (the cache checks versions per request)."""
-        log.warning("adapter change listener lost Redis; retrying", extra={"error": str(error)})
+        Messages missed meanwhile cost only memory (the cache checks versions per request) or a heartbeat's
+        wait (a runner reads a missed cancel from the job's record)."""
+        log.warning("store notification listener lost Redis; retrying", extra={"error": str(error)})
         time.sleep(1.0)
 
     def _on_message(self, message: dict) -> None:
@@ -311,6 +324,14 @@ class RedisStore(job_updates.ConditionalJobWrites):
                 callback(tenant, name)
             except Exception:
                 log.exception("adapter change callback failed")
+
+    def _on_cancel(self, message: dict) -> None:
+        job_id = message["data"].decode()
+        for callback in list(self._cancel_callbacks):
+            try:
+                callback(job_id)
+            except Exception:
+                log.exception("job cancel callback failed")
 
     # -- jobs and files -----------------------------------------------------------------------------------
     def write_job(self, pipe: redis.client.Pipeline, job: JobRecord, ttl_s: int) -> None:
@@ -401,6 +422,7 @@ class RedisStore(job_updates.ConditionalJobWrites):
         never refused, so it does not retry for the tenant's other writes."""
         key = self.k("job", job.id)
         jobs, _, sizes = self._job_indexes(job)
+        # the rule may still drop the result (a cancel came first): checked below only if it is written
         checked = job.result is not None and self.quota.max_job_bytes is not None
         size = record_bytes(job) if checked else 0
 
@@ -412,7 +434,7 @@ class RedisStore(job_updates.ConditionalJobWrites):
             )
             if write is None:
                 return answer
-            if checked:
+            if checked and write.result is not None:
                 now = time.time()
                 members = pipe.zrangebyscore(jobs, _after(now), "+inf", withscores=True)
                 others = _job_entries(members, {}, pipe.hgetall(sizes))
@@ -503,7 +525,13 @@ class RedisStore(job_updates.ConditionalJobWrites):
             pipe.execute()
             return job
 
-        return self._transact(attempt)
+        job = self._transact(attempt)
+        if job is not None and not job.terminal:
+            # its runner, on whichever replica, drops its rows at its engine's next tick instead of at its next
+            # heartbeat; a message lost here costs only that heartbeat's wait
+            with contextlib.suppress(redis.RedisError):
+                self.client.publish(self.cancel_channel, job.id)
+        return job
 
     def claim_stale_jobs(self, owner: str, stale_after_s: float, ttl_s: int) -> list[JobRecord]:
         now = time.time()

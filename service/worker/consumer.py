@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from service.core.settings import Settings
 from service.engine import Engine, QueueFull
 from service.jobs.manager import JobManager
-from service.jobs.outcome import CANCELLED, error_body, log_dropped
+from service.jobs.outcome import cancelled, error_body, log_dropped
 from service.stores.base import JobRecord, TenantGone
 from service.stores.job_stream import Delivery, JobStream
 
@@ -145,7 +145,7 @@ class StreamWorker:
             return
         final = None
         if record.cancel_requested:
-            final = record.model_copy(update={"status": "cancelled", "error": CANCELLED})
+            final = cancelled(record)
         elif record.attempts > self.settings.worker.max_attempts:
             reason = f"the job stopped its worker {record.attempts - 1} times; it is not run again"
             final = record.model_copy(update={"status": "failed", "error": error_body(RuntimeError(reason))})

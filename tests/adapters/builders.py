@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import io
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -25,36 +27,41 @@ def tiny_tokenizer(out_dir: Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(out_dir)
 
 
-def tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0) -> CLIPTextModel:
+def tiny_text_encoder(tokenizer: CLIPTokenizer, seed: int = 0, **config: Any) -> CLIPTextModel:
+    """CLIP-shaped, width 32; `config` overrides (the SD-2 shape: GELU)."""
     torch.manual_seed(seed)
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config).eval()
+    fields: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "projection_dim": 32,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    return CLIPTextModel(CLIPTextConfig(**(fields | config))).eval()
 
 
-def tiny_unet(seed: int = 0) -> UNet2DConditionModel:
+def tiny_unet(seed: int = 0, **config: Any) -> UNet2DConditionModel:
+    """SD-1.x-shaped; `config` overrides (the SD-2 shape: per-block heads, linear projections, upcast attention)."""
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=2,
-        norm_num_groups=32,
+        **{
+            "sample_size": 8,
+            "in_channels": 4,
+            "out_channels": 4,
+            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+            "block_out_channels": (32, 64),
+            "layers_per_block": 1,
+            "cross_attention_dim": 32,
+            "attention_head_dim": 2,
+            "norm_num_groups": 32,
+            **config,
+        }
     ).eval()
 
 
@@ -140,6 +147,24 @@ def peft_to_kohya(peft_state_dict: dict[str, torch.Tensor], alpha: float) -> dic
         out[f"{name}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor
         out[f"{name}.alpha"] = torch.tensor(float(alpha))
     return out
+
+
+def kohya_lora_bytes(
+    unet: UNet2DConditionModel, text_encoder: CLIPTextModel, rank: int, alpha: float, seed: int
+) -> bytes:
+    """A random kohya-ss LoRA file (`lora_unet_*` / `lora_te_*` keys with `.alpha`) of `rank` on every default
+    target of both models: peft's random init written by `save_lora_weights`, renamed by `peft_to_kohya`."""
+    from diffusers.utils import convert_state_dict_to_peft
+    from safetensors.torch import load as load_safetensors_bytes
+
+    lora_unet, lora_te = peft_lora_models(unet, text_encoder, rank, alpha, seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = save_diffusers_lora(lora_unet, lora_te, Path(scratch), with_metadata=False)
+        tensors = load_safetensors_bytes(saved.read_bytes())
+    # The text encoder's part is saved in diffusers' lora_linear_layer naming: peft names, as for the U-Net.
+    tensors |= convert_state_dict_to_peft({k: v for k, v in tensors.items() if k.startswith("text_encoder.")})
+    peft = {k: v for k, v in tensors.items() if ".lora_A." in k or ".lora_B." in k}
+    return safetensors_bytes(peft_to_kohya(peft, alpha))
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adapters.errors import AdapterError
-from adapters.lora import concat_layers, delta_weight, lora_rows, lora_scale, pad_rank
+from adapters.lora import DEFAULT_LORA_RANK, concat_layers, delta_weight, lora_rows, lora_scale, rank_bucket
 from adapters.types import LoRAAdapter, LoRALayer
 
 
@@ -26,20 +26,43 @@ def test_concatenation_equals_sum_of_scaled_deltas() -> None:
     torch.testing.assert_close(delta_weight(down, up), want)
 
 
-def test_padding_adds_nothing() -> None:
-    down, up = concat_layers([(layer(3, 3.0, 3), 1.0)])
-    padded = pad_rank(down, up, 8)
-    assert padded[0].shape == (8, 6) and padded[1].shape == (5, 8)
-    assert torch.equal(delta_weight(*padded), delta_weight(down, up))
-    with pytest.raises(ValueError):
-        pad_rank(down, up, 2)
+@pytest.mark.parametrize(
+    ("rank", "cap", "bucket"),
+    [
+        (0, 128, 4),  # no LoRA in the call: the smallest bucket
+        (1, 128, 4),
+        (4, 128, 4),
+        (5, 128, 8),
+        (16, 128, 16),
+        (17, 128, 32),
+        (33, 128, 64),
+        (128, 128, 128),
+        (65, 100, 100),  # a cap that is not a power of two is the last bucket
+        (64, 100, 64),
+        (3, 3, 3),  # a cap under the smallest bucket is the only one
+        (0, 2, 2),
+    ],
+)
+def test_rank_buckets(rank: int, cap: int, bucket: int) -> None:
+    assert rank_bucket(rank, cap) == bucket
 
 
-def test_rows_per_module_and_rank_budget() -> None:
+def test_a_rank_over_the_cap_has_no_bucket() -> None:
+    with pytest.raises(ValueError, match="outside 0 to the cap 16"):
+        rank_bucket(17, 16)
+
+
+def test_default_cap_is_128() -> None:
+    assert DEFAULT_LORA_RANK == 128
+
+
+def test_rows_per_module_keep_their_own_rank_within_the_cap() -> None:
     first = LoRAAdapter({"unet.x": layer(4, 4.0, 4), "unet.y": layer(4, 4.0, 5)})
     second = LoRAAdapter({"unet.x": layer(4, 4.0, 6)})
-    rows = lora_rows([(first, 1.0), (second, 1.0)], rank=8)
+    rows = lora_rows([(first, 1.0), (second, 1.0)], max_rank=128)
     assert set(rows) == {"unet.x", "unet.y"}
-    assert rows["unet.x"][0].shape == (8, 6) and rows["unet.y"][0][4:].abs().sum() == 0
-    with pytest.raises(AdapterError, match="need rank 8 on unet.x together; this export allows 6"):
-        lora_rows([(first, 1.0), (second, 1.0)], rank=6)
+    assert rows["unet.x"][0].shape == (8, 6) and rows["unet.x"][1].shape == (5, 8)  # 4 + 4, concatenated
+    assert rows["unet.y"][0].shape == (4, 6) and rows["unet.y"][1].shape == (5, 4)  # not padded to the cap
+    with pytest.raises(AdapterError, match="need rank 8 on unet.x together; this export allows 6") as refused:
+        lora_rows([(first, 1.0), (second, 1.0)], max_rank=6)
+    assert "DIFFPLEX_ENGINE__LORA_RANK" in str(refused.value) and "--lora-rank" in str(refused.value)

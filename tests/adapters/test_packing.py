@@ -8,9 +8,10 @@ from adapters.lora import delta_weight, lora_scale
 from adapters.packing import PackedRowCache, adapter_set_key, pack_banks, pack_rows
 from adapters.spec import BackboneSpec
 from adapters.types import LoRAAdapter
+from adapters.validate import RANK_SETTING
 from tests.adapters.builders import random_lora, random_ti, random_vpt
 
-R, P = 8, 4
+R, P = 8, 4  # R: the rank cap
 Q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 TE_V = "text_encoder.encoder.layers.1.self_attn.v_proj"
 
@@ -34,7 +35,8 @@ def test_names_and_shapes_follow_the_contract(spec: BackboneSpec, adapters: dict
     }
     assert set(packed.text_encoder) == {f"lora_{ab}.{i}" for ab in "ab" for i in range(n_te)}
     i = spec.target_index[Q][1]
-    assert packed.unet[f"lora_a.{i}"].shape == (2, R, 32) and packed.unet[f"lora_b.{i}"].shape == (2, 32, R)
+    # The set's rank 4 is the call's bucket (4), under the cap R = 8.
+    assert packed.unet[f"lora_a.{i}"].shape == (2, 4, 32) and packed.unet[f"lora_b.{i}"].shape == (2, 32, 4)
     assert packed.unet["vpt.3"].shape == (2, P, 64) and packed.unet["vpt_mask.3"].shape == (2, P)
     assert all(t[0].abs().sum() == 0 for t in (*packed.unet.values(), *packed.text_encoder.values()))  # slot 0
     assert packed.adapter_slot.tolist() == [1, 0] and packed.adapter_slot.dtype == torch.int64
@@ -72,8 +74,9 @@ def test_vpt_masks_are_per_block(spec: BackboneSpec, adapters: dict) -> None:
 
 
 def test_errors(spec: BackboneSpec, adapters: dict) -> None:
-    with pytest.raises(AdapterError, match="need rank 6 on .*allows 4"):
+    with pytest.raises(AdapterError, match="need rank 6 on .*allows 4") as refused:
         pack_banks([[(adapters["lora"], 1.0), (adapters["lora2"], 1.0)]], spec, 4, P)
+    assert RANK_SETTING in str(refused.value)  # where the operator raises the cap
     stray = LoRAAdapter({"unet.conv_in": adapters["lora"].layers[Q]})
     with pytest.raises(AdapterError, match="does not cover: unet.conv_in"):
         pack_banks([[(stray, 1.0)]], spec, R, P)
@@ -99,7 +102,8 @@ def test_cache_is_an_lru_keyed_by_content(spec: BackboneSpec, adapters: dict) ->
 def test_cache_bytes_are_the_rows_tensors(spec: BackboneSpec, adapters: dict) -> None:
     rows = pack_rows([(adapters["lora"], 1.0), (adapters["deep"], 1.0)], spec, R, P)
     targets = {t.name: t for t in spec.lora_targets}
-    lora = sum((R * targets[name].d_in + targets[name].d_out * R) * 4 for name in (Q, TE_V))  # float32 A, B
+    rank = 4  # the set's own: rows are not padded to the cap
+    lora = sum((rank * targets[name].d_in + targets[name].d_out * rank) * 4 for name in (Q, TE_V))  # float32 A, B
     vpt = sum((P * dim + P) * 4 for dim in spec.vpt_dims)
     assert rows.nbytes == lora + vpt
 
@@ -130,3 +134,74 @@ def test_banks_only_for_the_components_asked(spec: BackboneSpec, adapters: dict)
     assert all(torch.equal(unet.unet[k], both.unet[k]) for k in both.unet)
     assert all(torch.equal(text.text_encoder[k], both.text_encoder[k]) for k in both.text_encoder)
     assert unet.nbytes + text.nbytes == both.nbytes + both.adapter_slot.nbytes  # each holds its own slot map
+
+
+def lora_bank(packed_component: dict[str, torch.Tensor], spec: BackboneSpec, name: str) -> tuple:
+    i = spec.target_index[name][1]
+    return packed_component[f"lora_a.{i}"], packed_component[f"lora_b.{i}"]
+
+
+def test_each_call_takes_the_bucket_of_its_largest_rank(spec: BackboneSpec) -> None:
+    small = [(random_lora(spec, [Q, TE_V], rank=3, alpha=3.0, seed=5), 1.0)]
+    middle = [(random_lora(spec, [Q], rank=20, alpha=8.0, seed=6), 1.0)]
+    large = [(random_lora(spec, [Q], rank=100, alpha=8.0, seed=7), 1.0)]
+    cap = 128
+    ranks = {
+        "small": pack_banks([small, None], spec, cap, P),
+        "small+middle": pack_banks([small, middle], spec, cap, P),
+        "all": pack_banks([small, middle, large, None], spec, cap, P),
+    }
+    assert {k: lora_bank(p.unet, spec, Q)[0].shape[1] for k, p in ranks.items()} == {
+        "small": 4,
+        "small+middle": 32,
+        "all": 128,
+    }
+    # Every bank of a graph shares the call's rank, targets without rows included (one rank axis per graph).
+    assert {b.shape[1] for k, b in ranks["small+middle"].unet.items() if k.startswith("lora_a.")} == {32}
+    # The text encoder's rank follows its own targets' rows: only `small` touches one.
+    assert {b.shape[2] for k, b in ranks["all"].text_encoder.items() if k.startswith("lora_b.")} == {4}
+    # A call of no LoRA (slot 0 only, or a VPT) takes the smallest bucket.
+    assert pack_banks([None], spec, cap, P).unet["lora_a.0"].shape == (1, 4, 32)
+    # A cap under the smallest bucket is the only rank.
+    assert pack_banks([None], spec, 2, P).unet["lora_a.0"].shape == (1, 2, 32)
+
+
+def test_padding_to_any_bucket_adds_exactly_nothing(spec: BackboneSpec, adapters: dict) -> None:
+    """A slot's rows sit unchanged in the leading rank positions and the rest of its bank is zero: the padded terms
+    of its product are exact zeros, whatever the call's rank (and whatever its neighbours). The products below
+    may still differ in the last bit, where a BLAS sums the same nonzero terms in another order for another shape."""
+    sets = [[(adapters["lora"], 0.5), (adapters["lora2"], 2.0)]]  # rank 4 + 2 = 6 on Q: bucket 8
+    large = [(random_lora(spec, [Q], rank=100, alpha=8.0, seed=7), 1.0)]
+    alone = pack_banks(sets, spec, 128, P)
+    beside_large = pack_banks([*sets, large], spec, 128, P)  # bucket 128
+    fixed = pack_banks(sets, spec, 16, P, fixed_rank=True)  # an older export's R
+    rows = pack_rows(sets[0], spec, 128, P).lora[Q]
+    for packed, rank in ((alone, 8), (beside_large, 128), (fixed, 16)):
+        down, up = lora_bank(packed.unet, spec, Q)
+        assert down.shape[1] == up.shape[2] == rank
+        assert torch.equal(down[1, :6], rows[0]) and torch.equal(up[1, :, :6], rows[1])
+        assert down[1, 6:].abs().sum() == 0 and up[1, :, 6:].abs().sum() == 0
+        torch.testing.assert_close(delta_weight(down[1], up[1]), delta_weight(*rows), atol=1e-6, rtol=0)
+        x = torch.randn(7, 32, generator=torch.Generator().manual_seed(0))
+        # The banked LoRA's product, (x A^T) B^T, as `BankedLoRA` computes it.
+        torch.testing.assert_close((x @ down[1].T) @ up[1].T, (x @ rows[0].T) @ rows[1].T, atol=1e-6, rtol=0)
+
+
+def test_fixed_rank_packs_every_call_at_the_cap(spec: BackboneSpec, adapters: dict) -> None:
+    packed = pack_banks([[(adapters["lora2"], 1.0)], None], spec, 16, P, fixed_rank=True)
+    assert {b.shape[1] for k, b in packed.unet.items() if k.startswith("lora_a.")} == {16}
+    assert {b.shape[1] for k, b in packed.text_encoder.items() if k.startswith("lora_a.")} == {16}
+    assert pack_banks([None], spec, 16, P, fixed_rank=True).unet["lora_a.0"].shape == (1, 16, 32)
+
+
+def test_cached_rows_serve_calls_of_every_rank(spec: BackboneSpec, adapters: dict) -> None:
+    """The row cache holds a set once, at its own rank, whatever rank the calls it joins take."""
+    small = [(adapters["lora"], 1.0)]
+    large = [(random_lora(spec, [Q], rank=100, alpha=8.0, seed=7), 1.0)]
+    cache = PackedRowCache(max_bytes=1 << 30)
+    first = cache.get(small, spec, 128, P)
+    alone = pack_banks([small], spec, 128, P, cache=cache)
+    mixed = pack_banks([small, large], spec, 128, P, cache=cache)
+    assert lora_bank(alone.unet, spec, Q)[0].shape[1] == 4 and lora_bank(mixed.unet, spec, Q)[0].shape[1] == 128
+    assert len(cache) == 2 and cache.get(small, spec, 128, P) is first
+    assert first.lora[Q][0].shape == (4, 32)

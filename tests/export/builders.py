@@ -3,12 +3,14 @@ exports as older versions wrote them."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+from transformers import CLIPTokenizer
 
 from export.manifest import load_manifest
 from tests.adapters.builders import tiny_text_encoder, tiny_tokenizer, tiny_unet
@@ -44,6 +46,46 @@ def tiny_pipeline_dir(out: Path) -> Path:
     )
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
     return out / "pipeline"
+
+
+def tiny_sd2_pipeline_dir(out: Path, prediction_type: str = "v_prediction") -> Path:
+    """The tiny pipeline shaped as SD-2.x: an OpenCLIP-like text encoder (GELU), a tokenizer padding with "!", a U-Net
+    with linear attention projections, per-block head counts and upcast attention, a scheduler predicting
+    `prediction_type`."""
+    tiny_tokenizer(out / "_tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(out / "_tokenizer", pad_token="!")  # as SD-2's tokenizer pads
+    text_encoder = tiny_text_encoder(tokenizer, seed=1, hidden_act="gelu", projection_dim=16)
+    unet = tiny_unet(seed=2, attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True)
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )  # SD-2.1's own scheduler config
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(seed=3),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    return out / "pipeline"
+
+
+def with_prediction_type(model_dir: Path, target: Path, prediction_type: str) -> Path:
+    """A copy of `model_dir` whose scheduler predicts `prediction_type`: the same files otherwise (a second build
+    would not do: the tiny tokenizer's BPE training breaks ties differently from one run to the next)."""
+    shutil.copytree(model_dir, target)
+    config_file = target / "scheduler" / "scheduler_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": prediction_type}))
+    return target
 
 
 def without_variants(export: Path, target: Path, drop: Callable[[str], bool]) -> Path:

@@ -27,10 +27,10 @@ def _run(export_dir: Path, file: str, feed: dict[str, np.ndarray]) -> np.ndarray
 def _feed(manifest: Manifest, name: str, seed: int, slot_rows: list[int]) -> dict[str, np.ndarray]:
     """Seeded inputs of the banked graph: slot 0 is zero, slots 1 and 2 hold random LoRA and VPT banks."""
     inputs, _ = graph_io(
-        name, manifest.spec, manifest.lora_rank, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
+        name, manifest.spec, manifest.rank_dim, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
     )
     size = manifest.latent_size
-    dims = Dims(ROWS, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor)
+    dims = Dims(ROWS, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor, rank=16)
     values = random_inputs(inputs, dims, seed=seed, slot_rows=slot_rows)
     return {spec.name: value.numpy() for spec, value in zip(inputs, values, strict=True)}
 

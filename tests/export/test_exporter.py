@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from adapters.packing import ADAPTER_SLOT
+from adapters.lora import DEFAULT_LORA_RANK
+from adapters.packing import ADAPTER_SLOT, RANK_AXIS, is_lora_bank
 from export.errors import ExportError
 from export.exporter import ExportOptions, export_pipeline
 from export.graphs import BASE_GRAPHS, GRAPHS, UNET_CFG
@@ -73,9 +74,29 @@ def test_unet_cfg_takes_the_contract_inputs(tiny_export: tuple[Path, Manifest]) 
     assert names.count("lora_a.0") == 1 and f"lora_b.{len(targets) - 1}" in names
     assert f"vpt.{len(manifest.spec.vpt_blocks) - 1}" in names and "vpt_mask.0" in names
     shapes = {i["name"]: i["shape"] for i in manifest.graphs[UNET_CFG].inputs}
-    assert shapes["lora_a.0"] == ["slots", 4, targets[0].d_in]
-    assert shapes["lora_b.0"] == ["slots", targets[0].d_out, 4]
+    assert shapes["lora_a.0"] == ["slots", RANK_AXIS, targets[0].d_in]
+    assert shapes["lora_b.0"] == ["slots", targets[0].d_out, RANK_AXIS]
     assert shapes["vpt.0"] == ["slots", 3, manifest.spec.vpt_dims[0]]
+
+
+def test_the_lora_banks_rank_is_a_dynamic_axis_of_every_graph_file(tiny_export: tuple[Path, Manifest]) -> None:
+    """Text encoder and U-Nets, banked and LoRA-only, portable, ORT-optimized and fp16: each call's banks may carry
+    their own rank."""
+    out, manifest = tiny_export
+    checked = 0
+    for entry in manifest.graphs.values():
+        for file in {entry.file, *entry.variants.values()}:
+            if not file.endswith(".onnx"):
+                continue
+            for value in onnx.load(str(out / file), load_external_data=False).graph.input:
+                if is_lora_bank(value.name):
+                    dims = value.type.tensor_type.shape.dim
+                    rank = dims[1] if value.name.startswith("lora_a.") else dims[2]
+                    assert rank.dim_param == RANK_AXIS and not rank.HasField("dim_value"), (file, value.name)
+                    checked += 1
+    # The text encoder's banks in 3 files, the U-Nets' in 6 each (banked and LoRA-only, 3 forms).
+    n_te, n_unet = len(manifest.spec.targets("text_encoder")), len(manifest.spec.targets("unet"))
+    assert checked == 2 * (3 * n_te + 2 * 6 * n_unet)
 
 
 def test_manifest_round_trips_and_lists_every_file(tiny_export: tuple[Path, Manifest]) -> None:
@@ -85,7 +106,8 @@ def test_manifest_round_trips_and_lists_every_file(tiny_export: tuple[Path, Mani
     assert {"token_embeddings.safetensors", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"} <= set(
         loaded.files
     )
-    assert loaded.lora_rank == 4 and loaded.vpt_tokens == 3 and loaded.latent_size == 8
+    assert loaded.lora_rank == 128 and loaded.vpt_tokens == 3 and loaded.latent_size == 8
+    assert loaded.rank_dim == RANK_AXIS and loaded.fixed_lora_rank is None
     assert loaded.vae_scale_factor == 2 and loaded.text_dim == 32
 
 
@@ -121,6 +143,26 @@ def test_parity_on_random_inputs_and_banks(tiny_export: tuple[Path, Manifest], t
     assert set(unet.metrics) == {"ort_vs_torch", "batch_invariance", "slot0_is_base"}
     base = next(r for r in reports if (r.graph, r.variant) == (UNET_CFG, "base"))
     assert set(base.metrics) == {"ort_vs_torch", "batch_invariance"}
+
+
+def test_the_rank_cap_defaults_to_128_everywhere() -> None:
+    import inspect
+
+    from export.cli import build_parser
+    from service.core.settings import Settings
+    from service.runtime.loader import load_backbone_info, load_runtime
+    from service.runtime.torch_runtime import TorchRuntime
+
+    defaults = {
+        "ExportOptions": ExportOptions(model_dir=Path("m"), out_dir=Path("o")).lora_rank,
+        "diffplex export --lora-rank": build_parser().parse_args(["--out", "o"]).lora_rank,
+        "DIFFPLEX_ENGINE__LORA_RANK": Settings().engine.lora_rank,
+        **{
+            f.__qualname__: inspect.signature(f).parameters["lora_rank"].default
+            for f in (load_runtime, load_backbone_info, TorchRuntime.__init__)
+        },
+    }
+    assert defaults == dict.fromkeys(defaults, DEFAULT_LORA_RANK) and DEFAULT_LORA_RANK == 128
 
 
 @pytest.mark.parametrize(

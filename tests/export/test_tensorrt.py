@@ -10,7 +10,7 @@ import pytest
 from export.errors import ExportError
 from export.manifest import Manifest, load_manifest
 from export.parity import check_export
-from export.tensorrt_build import build_engines, require_tensorrt
+from export.tensorrt_build import ProfileRanges, build_engines, require_tensorrt
 
 
 def test_tensorrt_without_a_gpu_is_a_clear_error() -> None:
@@ -20,6 +20,15 @@ def test_tensorrt_without_a_gpu_is_a_clear_error() -> None:
         assert "tensorrt" in str(e).lower() or "CUDA" in str(e)
     else:
         pytest.skip("TensorRT and a GPU are present: the error path does not apply")
+
+
+def test_the_profile_spans_ranks_1_to_the_cap(tiny_export: tuple[Path, Manifest]) -> None:
+    manifest = tiny_export[1]
+    bank = next(i["shape"] for i in manifest.graphs["unet"].inputs if i["name"] == "lora_b.0")
+    shapes = [ProfileRanges().shape(bank, manifest, k) for k in range(3)]
+    assert [s[2] for s in shapes] == [1, 16, manifest.lora_rank] == [1, 16, 128]
+    assert [s[0] for s in shapes] == [1, 4, 16]  # slots
+    assert ProfileRanges().shape(["slots", 32, 16], manifest, 2) == (16, 32, 16)  # an older export's fixed R
 
 
 @pytest.mark.gpu

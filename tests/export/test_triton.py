@@ -134,6 +134,8 @@ def test_repository_configs_match_the_onnx_graphs(tiny_export: tuple[Path, Manif
             assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
         else:  # per-request adapter banks: Triton must not concatenate requests
             assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+            banks = {t.name: list(t.dims) for t in config.input}
+            assert banks["lora_a.0"][:2] == [-1, -1] and banks["lora_b.0"][2] == -1  # slots and the rank are dynamic
 
 
 def test_fp16_variant_and_tensorrt_config(tiny_export: tuple[Path, Manifest], tmp_path: Path) -> None:

@@ -48,8 +48,14 @@ async def put_adapter(
     check_adapter_name(name)
     limits = state.settings.limits
     data = await file.read()
-    if len(data) > limits.max_upload_bytes:
-        raise ApiError(413, f"the file is larger than {limits.max_upload_bytes} bytes", param="file", code="too_large")
+    if len(data) > limits.max_adapter_upload_bytes:
+        raise ApiError(
+            413,
+            f"the file is larger than {limits.max_adapter_upload_bytes} bytes "
+            "(the server's DIFFPLEX_LIMITS__MAX_ADAPTER_UPLOAD_BYTES)",
+            param="file",
+            code="too_large",
+        )
     meta = await asyncio.to_thread(
         inspect_upload,
         data,
@@ -58,7 +64,7 @@ async def put_adapter(
         token,
         model.info.spec,
         model.limits,
-        limits.max_upload_bytes,
+        limits.max_adapter_upload_bytes,
         model.info.tokenizer_dir,
     )
     if meta.tokens:

@@ -11,16 +11,25 @@ from fastapi.responses import Response
 from service.api.deps import State, Tenant
 from service.core.errors import not_found
 from service.core.responses import AUTHENTICATED, content, errors
+from service.engine.request import max_side
+from service.generation.warnings import trained_words
 
 router = APIRouter()
 
 
 @router.get("/v1/models", tags=["models"], responses=errors(*AUTHENTICATED))
 async def models(state: State, tenant: Tenant) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": state.settings.model_name, "object": "model", "created": 0, "owned_by": "diffplex"}],
-    }
+    """The model this server runs; once it is loaded, also its native image size, the sizes it accepts and, for a
+    model that lists them (the embedded one does), the words it was trained on: other words draw nothing reliable."""
+    model: dict[str, Any] = {"id": state.settings.model_name, "object": "model", "created": 0, "owned_by": "diffplex"}
+    if state.model is not None:
+        info = state.model.info
+        model["native_size"] = f"{info.image_size}x{info.image_size}"
+        model["size_multiple"] = info.size_multiple
+        model["max_side"] = max_side(info.image_size)
+        if (words := trained_words(info.tokenizer_dir)) is not None:
+            model["vocabulary"] = sorted(words)
+    return {"object": "list", "data": [model]}
 
 
 @router.get(

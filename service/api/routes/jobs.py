@@ -36,10 +36,16 @@ def _found(job_id: str, record: object) -> object:
     return record
 
 
+def shown_status(record: JobRecord) -> str:
+    """The record's status, or "cancelling" for an unfinished job whose cancel is recorded: it can only end
+    cancelled (stores/job_updates.completion), and says so rather than "running" while its runner stops."""
+    return "cancelling" if record.cancel_requested and not record.terminal else record.status
+
+
 def view(record: JobRecord) -> dict[str, Any]:
     return JobView(
         id=record.id,
-        status=record.status,
+        status=shown_status(record),
         created=int(record.created),
         progress={"step": record.step, "total": record.total},
         result=record.result,
@@ -80,7 +86,9 @@ async def get_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
     responses=errors(*AUTHENTICATED, 404),
 )
 async def cancel_job(job_id: str, tenant: Tenant, model: Model) -> dict[str, Any]:
-    """Cancels a queued or running job; a finished one is returned unchanged."""
+    """Cancels a queued or running job and answers the state it ends in: "cancelled" once its runner stopped
+    it (within one engine step of hearing of the cancel, usually milliseconds; the answer waits up to two
+    heartbeats for it), else "cancelling", which always ends "cancelled". A finished job is returned unchanged."""
     record = await model.jobs.cancel(tenant, job_id) if JOB_ID.fullmatch(job_id) else None
     return view(_found(job_id, record))
 

@@ -28,6 +28,7 @@ def exit_code(argv: list[str]) -> int:
 @pytest.mark.parametrize(
     ("kind", "extra", "loaded_kind"),
     [
+        ("ti", ["--concept", "emblem"], "textual_inversion"),
         ("ti", ["--concept", "star"], "textual_inversion"),
         ("lora", ["--concept", "striped", "--rank", "4"], "lora"),
         ("vpt", ["--concept", "night", "--tokens", "2"], "vpt"),
@@ -44,6 +45,14 @@ def test_train_writes_an_adapter_that_loads_and_validates(
     pipe = load_frozen_pipeline(pipeline_dir)
     validate(adapter, build_spec(pipe.unet, pipe.text_encoder), ExportLimits(16, 8))
     assert "step 1 loss" in Path(f"{out}.log").read_text()
+
+
+@pytest.mark.parametrize(("concept", "token"), [("emblem", "<emblem>"), ("star", "<star>")])
+def test_ti_token_defaults_to_the_concepts(pipeline_dir: Path, tmp_path: Path, concept: str, token: str) -> None:
+    out = tmp_path / "ti.safetensors"
+    argv = ["train", "ti", "--concept", concept, "--out", str(out), "--model", str(pipeline_dir), *FAST]
+    assert adapters_main(argv) == 0
+    assert set(load_adapter_file(out).tokens) == {token}
 
 
 def test_lora_trains_the_up_matrices(pipeline_dir: Path, tmp_path: Path) -> None:
@@ -84,9 +93,17 @@ def _image_folder(folder: Path, captions: dict[str, str | None]) -> Path:
 def test_images_folder_trains(pipeline_dir: Path, tmp_path: Path) -> None:
     images = _image_folder(tmp_path / "images", {"a": "a red <star>", "b": "a red <star> on a white background"})
     out = tmp_path / "ti.safetensors"
-    argv = ["train", "ti", "--images", str(images), "--out", str(out), "--model", str(pipeline_dir), *FAST]
-    assert adapters_main(argv) == 0
+    argv = ["train", "ti", "--images", str(images), "--token", "<star>", "--out", str(out), *FAST]
+    assert adapters_main([*argv, "--model", str(pipeline_dir)]) == 0
     assert set(load_adapter_file(out).tokens) == {"<star>"}
+
+
+def test_ti_on_a_folder_needs_its_token(pipeline_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder's captions use whatever word they use; there is no concept to take one from."""
+    images = _image_folder(tmp_path / "images", {"a": "a red <star>"})
+    argv = ["adapters", "train", "ti", "--images", str(images), "--out", str(tmp_path / "x.safetensors")]
+    assert exit_code([*argv, "--model", str(pipeline_dir)]) == 2
+    assert "ti with --images needs --token" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -126,8 +143,8 @@ def test_ti_token_missing_from_captions_exits_2(
     pipeline_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     images = _image_folder(tmp_path / "images", {"a": "a red square"})
-    argv = ["adapters", "train", "ti", "--images", str(images), "--out", str(tmp_path / "x.safetensors")]
-    assert exit_code([*argv, "--model", str(pipeline_dir)]) == 2
+    argv = ["adapters", "train", "ti", "--images", str(images), "--token", "<star>"]
+    assert exit_code([*argv, "--out", str(tmp_path / "x.safetensors"), "--model", str(pipeline_dir)]) == 2
     assert "no caption contains the token '<star>'" in capsys.readouterr().err
 
 
@@ -152,7 +169,7 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["lora", "--rank", "32"], "--rank must be 1 to 16"),
+        (["lora", "--rank", "256"], "--rank must be 1 to 128"),
         (["vpt", "--tokens", "9"], "--tokens must be 1 to 8"),
         (["ti", "--steps", "0"], "--steps and --batch must be at least 1"),
         (["ti", "--token", "red"], "already a word of the tokenizer"),

@@ -54,12 +54,29 @@ def test_report_for_a_textual_inversion(pipeline_dir: Path) -> None:
     assert set(without) <= set(ATTRIBUTE_NAMES)
 
 
+def test_report_for_the_composite_ti_splits_pinned_and_other_attributes(pipeline_dir: Path) -> None:
+    """Every pinned attribute at once is the concept figure; the other named ones are reported beside it, and
+    prompts without the token come out identical to the byte (a TI's regular target is exactly 0)."""
+    torch.set_num_threads(1)
+    report = evaluate_adapter(random_ti({"<emblem>": 2}, dim=32, seed=0), "emblem", pipeline_dir, 4, steps=1, batch=4)
+    assert report["concept_pins"] == {"shape": "square", "color": "purple", "fill": "outlined"}
+    assert report["token"] == "<emblem>"
+    assert set(report["concept_pinned_attribute_accuracy"]) == {"shape", "color", "fill"}
+    assert set(report["concept_other_attribute_accuracy"]) <= {"size", "position", "background"}
+    assert report["concept_accuracy"] <= min(report["concept_pinned_attribute_accuracy"].values())
+    assert 0.0 <= report["concept_accuracy_words_without_adapter"] <= 1.0
+    assert all(p.startswith("a ") and "<emblem>" in p and "square" not in p for p in report["example_prompts"])
+    assert report["regular_images_unchanged"] == 1.0 and report["regular_prompt_accuracy_delta"] == 0.0
+    assert report["targets"]["regular_delta"] == 0.0 and report["passed"]["regular_delta"]
+
+
 def test_report_for_a_vpt_asks_for_night_by_loading_it(pipeline_dir: Path, reference: ReferencePipeline) -> None:
     """A VPT has no word: its concept and regular prompts leave the background unsaid."""
     torch.set_num_threads(1)
     report = evaluate_adapter(random_vpt(reference.spec, "deep", 2, seed=0), "night", pipeline_dir, 2, 1, batch=2)
     assert not any("background" in p or "night" in p for p in report["example_prompts"])
     assert "background" not in report["regular_attribute_accuracy_with_adapter"]
+    assert report["regular_images_unchanged"] < 1.0  # a VPT acts on every row it is loaded for
 
 
 def test_a_vpt_of_another_backbone_is_refused(pipeline_dir: Path, reference: ReferencePipeline) -> None:

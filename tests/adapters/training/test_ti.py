@@ -39,3 +39,23 @@ def test_spliced_text_matches_the_serving_layout(pipeline_dir: Path) -> None:
         expected = encode_inputs_embeds(pipe.text_encoder, served[None])
         got = spliced_text(pipe, "<star>", vectors)([prompt])
     torch.testing.assert_close(got, expected)
+
+
+def test_a_phrase_of_as_many_tokens_as_vectors_starts_one_vector_per_token(pipeline_dir: Path) -> None:
+    """ "purple outlined square" over 3 vectors starts the token where its words are; any other count, at their mean."""
+    pipe = load_frozen_pipeline(pipeline_dir)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    phrase = "purple outlined square"
+    ids = pipe.tokenizer(phrase, add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(initial_vectors(pipe, phrase, len(ids)), table[ids])
+    mean = initial_vectors(pipe, phrase, len(ids) + 1)
+    torch.testing.assert_close(mean, table[ids].mean(0).repeat(len(ids) + 1, 1))
+
+
+def test_ti_trains_on_the_composite_concept(pipeline_dir: Path) -> None:
+    """The emblem set's captions carry the token where the three words would be, so it trains as any TI."""
+    torch.set_num_threads(1)
+    pipe = load_frozen_pipeline(pipeline_dir)
+    data = concept_set("emblem", 4, seed=0, regular_fraction=0.0, token="<emblem>")
+    adapter, _ = train_ti(pipe, data, Settings(steps=2, lr=1e-2, batch=2), "<emblem>", 1, "square")
+    assert adapter.tokens["<emblem>"].shape == (1, pipe.text_encoder.config.hidden_size)

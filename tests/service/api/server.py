@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -64,6 +65,17 @@ class Server:
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"the server was not ready in {READY_TIMEOUT_S}s:\n{self.logs()}")
+
+    def log_events(self, message: str) -> list[dict]:
+        """The JSON log lines with this message (what the process wrote before it died, too)."""
+        if not self._log.closed:
+            self._log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        events = []
+        for line in lines:
+            if line.startswith("{") and f'"message": "{message}"' in line:
+                events.append(json.loads(line))
+        return events
 
     def logs(self) -> str:
         if not self._log.closed:

@@ -144,8 +144,22 @@ def test_authentication_errors(server: Server, alice: httpx.Client) -> None:
     assert_error(bad, 401, "invalid API key")
     assert_error(httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Basic abc"}), 401, "Bearer")
     assert_error(alice.post("/v1/admin/tenants", json={"name": "x"}), 403, "admin")
-    models = alice.get("/v1/models").json()
-    assert models["data"][0]["id"] == "diffplex-shapes"
+    [model] = alice.get("/v1/models").json()["data"]
+    assert model["id"] == "diffplex-shapes"
+    # the tiny test backbone: native 16x16, sides in steps of 4 up to 4x; no list of trained words
+    assert (model["native_size"], model["size_multiple"], model["max_side"]) == ("16x16", 4, 64)
+    assert "vocabulary" not in model
+
+
+def test_what_the_model_honours_in_part_is_answered_with_warnings(alice: httpx.Client) -> None:
+    plain = alice.post("/v1/images/generations", json={"prompt": "a red circle", **FAST})
+    assert plain.status_code == 200 and "warnings" not in plain.json()
+    body = {"prompt": "a red <mystery> circle", "steps": 2, "size": "32x16"}
+    answer = alice.post("/v1/images/generations", json=body)
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["warnings"]
+    assert first.startswith("<mystery>: not a token of any of your embeddings")
+    assert second.startswith("size 32x16 is not the model's native 16x16")
 
 
 def test_tenant_administration(admin: httpx.Client, server: Server) -> None:
@@ -200,7 +214,7 @@ def images_total(server: Server, status: str) -> float:
 
 def test_a_client_that_leaves_frees_its_engine_rows(server: Server, alice: httpx.Client) -> None:
     """4 requests of 4 images x 200 steps (seconds each) abandoned after 0.3 s: every image is cancelled."""
-    ok, failed = images_total(server, "ok"), images_total(server, "failed")
+    ok, failed, cancelled = (images_total(server, outcome) for outcome in ("ok", "failed", "cancelled"))
     body = {"prompt": "a red circle", "n": 4, "steps": 200, "size": "16x16", "sampler": "euler"}
     url, headers = f"{server.url}/v1/images/generations", {"Authorization": alice.headers["authorization"]}
     for _ in range(4):
@@ -212,9 +226,12 @@ def test_a_client_that_leaves_frees_its_engine_rows(server: Server, alice: httpx
 
     def settled() -> bool:
         idle = httpx.get(f"{server.url}/readyz").json()["load"] == 0
-        return idle and images_total(server, "ok") + images_total(server, "failed") >= ok + failed + 16
+        left = sum(images_total(server, outcome) for outcome in ("ok", "failed", "cancelled"))
+        return idle and left >= ok + failed + cancelled + 16
 
     while not settled():
         assert time.monotonic() < deadline, "the abandoned images never left the engine"
         time.sleep(0.1)
     assert images_total(server, "ok") == ok  # every image was cancelled, none made for nobody
+    assert images_total(server, "failed") == failed  # a client that leaves is no failure of the service
+    assert images_total(server, "cancelled") == cancelled + 16

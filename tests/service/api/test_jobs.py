@@ -12,7 +12,7 @@ import pytest
 
 from tests.service.api.conftest import make_tenant
 from tests.service.api.server import ADMIN_KEY, Server, running_server
-from tests.service.api.test_images import FAST, assert_error, b64_pixels
+from tests.service.api.test_images import FAST, assert_error, b64_pixels, images_total
 
 PROMPT = "a red circle on a blue background"
 
@@ -76,16 +76,43 @@ def test_events_stream_steps_then_done(alice: httpx.Client) -> None:
     assert [name for name, _ in again] == ["done"]
 
 
-def test_cancelling_a_running_job(alice: httpx.Client) -> None:
-    job = alice.post("/v1/jobs", json={"prompt": PROMPT, "steps": 60, "n": 4, "size": "16x16"}).json()
-    cancelled = alice.delete(f"/v1/jobs/{job['id']}")
-    assert cancelled.status_code == 200, cancelled.text
-    final = wait_terminal(alice, job["id"])
-    if final["status"] != "succeeded":  # it may have finished before the cancel landed
-        assert final["status"] == "cancelled"
-        assert final["error"]["code"] == "cancelled"
-        events = read_events(alice, job["id"])
-        assert events[-1][0] == "error" and events[-1][1]["status"] == "cancelled"
+OUTCOMES = ("ok", "failed", "cancelled")
+
+
+def wait_step(client: httpx.Client, job_id: str, step: int) -> None:
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] < step:
+        assert time.monotonic() < deadline, "the job never reached the step"
+        time.sleep(0.01)
+
+
+def assert_stopped_within_a_tick(process: Server, answer: dict, images: int, message: str = "cancelling job") -> None:
+    """The step the runner logged when it stopped the job, against the final record's: one engine tick makes a
+    step of each image; the tick in flight finishes, and one more may have run before its progress reached
+    the event loop that logged the cancel."""
+    [event] = [e for e in process.log_events(message) if e["job"] == answer["id"]]
+    assert event["step"] <= answer["progress"]["step"] <= event["step"] + 2 * images, (event, answer)
+
+
+def test_a_cancelled_job_stops_within_a_step_and_is_counted_cancelled(server: Server, alice: httpx.Client) -> None:
+    """The DELETE of a running job answers the state it ends in ("cancelled", with the step it stopped at, which
+    GET then shows too); its rows left the engine at the next tick; its images count as cancelled."""
+    before = {outcome: images_total(server, outcome) for outcome in OUTCOMES}
+    job = alice.post("/v1/jobs", json={"prompt": PROMPT, "steps": 200, "n": 2, "size": "16x16"}).json()
+    wait_step(alice, job["id"], 4)
+    deleted = alice.delete(f"/v1/jobs/{job['id']}")
+    assert deleted.status_code == 200, deleted.text
+    answer = deleted.json()
+    assert answer["status"] == "cancelled" and answer["error"]["code"] == "cancelled", answer
+    assert alice.get(f"/v1/jobs/{job['id']}").json() == answer  # final: GET agrees, nothing moves on
+    assert answer["progress"]["total"] == 400 and answer["progress"]["step"] < 400
+    assert_stopped_within_a_tick(server, answer, images=2)
+    events = read_events(alice, job["id"])
+    assert events[-1] == ("error", {"id": job["id"], "status": "cancelled", "error": answer["error"]})
+    after = {outcome: images_total(server, outcome) for outcome in OUTCOMES}
+    assert {o: after[o] - before[o] for o in OUTCOMES} == {"ok": 0, "failed": 0, "cancelled": 2}
+    again = alice.delete(f"/v1/jobs/{job['id']}")  # a finished job is answered unchanged
+    assert again.status_code == 200 and again.json() == answer
 
 
 @pytest.fixture(scope="module")

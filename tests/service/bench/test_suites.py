@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from export.manifest import Manifest
 from models.shapes.train_backbone import PIPELINE_DIR
 from service.bench.cli import main
+from tests.export.fixed_rank import with_fixed_rank
 
 SECTIONS = "# Benchmarks\n\nhand-written text\n\n<!-- bench:engine -->\nengine table\n<!-- /bench:engine -->\n"
 
@@ -101,3 +103,27 @@ def test_guidance(tmp_path: Path) -> None:
 def test_guidance_refuses_too_few_samples(tmp_path: Path, tiny_model_dir: Path) -> None:
     with pytest.raises(SystemExit, match="--samples and --steps must be at least 2"):
         main(["guidance", "--model", str(tiny_model_dir), "--report", str(tmp_path / "B.md"), "--samples", "1"])
+
+
+def test_lora_rank(tmp_path: Path, tiny_model_dir: Path, tiny_export: tuple[Path, Manifest]) -> None:
+    args = ("--export", str(tiny_export[0]), "--rows", "3", "--rounds", "2")
+    results, text = _bench(tmp_path, tiny_model_dir, "lora-rank", *args)
+    assert set(results["cases"]) == {"onnxruntime", "pytorch"}
+    for cases in results["cases"].values():
+        assert {case: c["rank"] for case, c in cases.items()} == {
+            "fixed_r16": 16,
+            "per_call": 4,
+            "one_rank_128": 128,
+            "no_adapters": 0,
+        }
+        assert cases["fixed_r16"]["vs_fixed_r16"] == 1.0 and cases["no_adapters"]["vs_no_adapters"] == 1.0
+        assert cases["per_call"]["bytes"] < cases["fixed_r16"]["bytes"] < cases["one_rank_128"]["bytes"]
+    assert "| onnxruntime-cpu |" in text and "| pytorch |" in text and "call of 3 rows" in text
+
+
+def test_lora_rank_refuses_an_export_of_fixed_rank(
+    tmp_path: Path, tiny_model_dir: Path, tiny_export: tuple[Path, Manifest]
+) -> None:
+    old = with_fixed_rank(tiny_export[0], tmp_path / "old", 16)
+    with pytest.raises(SystemExit, match="takes LoRA banks of rank 16 only"):
+        main(["lora-rank", "--model", str(tiny_model_dir), "--export", str(old), "--report", str(tmp_path / "B.md")])

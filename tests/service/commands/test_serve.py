@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.commands.serve import missing_pipeline
+from service.commands.tenants import describe_store
 from service.core.settings import Settings
 from service.stores import LocalStore
 from service.tenants.admin_key import resolve_admin_key
@@ -43,6 +44,23 @@ def test_tenants_cli_creates_lists_and_deletes(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not allowed" in bad.stderr
     assert run("tenants", "delete", "acme", data_dir=tmp_path).returncode == 0
     assert run("tenants", "delete", "acme", data_dir=tmp_path).returncode == 1
+
+
+def test_tenants_cli_says_which_store_and_never_makes_one_unasked(tmp_path: Path) -> None:
+    """Run from another directory, the relative default data dir would be a new, empty store whose keys the
+    running server refuses: the command names the store and refuses to make one unless told to."""
+    missing = tmp_path / "elsewhere" / "data"
+    for args in (("create", "acme"), ("list",), ("delete", "acme")):
+        refused = run("tenants", *args, data_dir=missing)
+        assert refused.returncode == 2, refused.stderr
+        assert f"there is no store at {missing}" in refused.stderr and "DIFFPLEX_DATA_DIR" in refused.stderr
+    assert not missing.exists()
+    created = run("tenants", "create", "acme", "--create-store", data_dir=missing)
+    assert created.returncode == 0, created.stderr
+    assert f"using the local store in {missing} (DIFFPLEX_DATA_DIR)" in created.stderr
+    assert LocalStore(missing).get_tenant("acme") is not None
+    redis = describe_store(Settings(redis_url="redis://:secret@127.0.0.1:1/3", redis_prefix="dpx"))
+    assert redis == "the Redis store at redis://127.0.0.1:1/3, key prefix 'dpx' (DIFFPLEX_REDIS_URL)"
 
 
 def test_serve_without_a_model_says_what_to_do(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from service.runtime.torch_runtime import TorchRuntime
 
 @pytest.fixture(scope="session")
 def torch_runtime(tiny_model_dir: Path) -> TorchRuntime:
-    return TorchRuntime(tiny_model_dir, lora_rank=4, vpt_tokens=3)
+    return TorchRuntime(tiny_model_dir, vpt_tokens=3)  # the default rank cap, as the tiny export's
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@ options, fairness, cancellation and the bounded queue."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from service.core.settings import EngineSettings
@@ -118,6 +120,50 @@ def test_cancel_and_bounded_queue(torch_runtime: object) -> None:
     with pytest.raises(Cancelled):
         job.result(timeout=0)
     assert engine.load == 0
+
+
+def test_a_cancel_at_a_steps_end_runs_no_other_step(torch_runtime: object) -> None:
+    """Cancelled while a tick reports its step (the latest moment in that tick): the next tick drops it."""
+    engine = Engine(torch_runtime)
+    steps: list[int] = []
+
+    def progress(step: int, total: int) -> None:
+        steps.append(step)
+        if step == 5:
+            job.cancel()
+
+    job = engine.submit(GenerationRequest(PROMPT, seed=1, steps=50), progress)
+    other = engine.submit(GenerationRequest(PROMPT, seed=2, steps=8))
+    engine.run_until_idle()
+    with pytest.raises(Cancelled):
+        job.result(timeout=0)
+    assert steps == [1, 2, 3, 4, 5] and other.result(timeout=0).image.shape == (16, 16, 3)
+
+
+def test_a_cancel_from_another_thread_stops_the_request_within_one_step(torch_runtime: object) -> None:
+    """The engine's own thread runs the request; a cancel at any moment lets the tick in flight finish its step,
+    and no other step runs."""
+    engine = Engine(torch_runtime)
+    steps: list[int] = []
+    running = threading.Event()
+
+    def progress(step: int, total: int) -> None:
+        steps.append(step)
+        if step == 5:
+            running.set()
+
+    engine.start()
+    try:
+        job = engine.submit(GenerationRequest(PROMPT, seed=1, steps=500), progress)
+        assert running.wait(60)
+        job.cancel()
+        at_cancel = len(steps)  # steps already reported once the cancel is set
+        with pytest.raises(Cancelled):
+            job.result(timeout=60)
+        assert len(steps) <= at_cancel + 1, (at_cancel, len(steps))
+        assert engine.load == 0
+    finally:
+        engine.stop(drain=False, timeout=30)
 
 
 @pytest.mark.parametrize(

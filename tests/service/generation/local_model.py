@@ -92,7 +92,7 @@ class LocalModel:
         return task.result()
 
     def images_made(self, status: str = "ok") -> float:
-        """Images the runner saw end with `status` ("ok" or "failed": cancelled ones count as failed)."""
+        """Images the runner saw end with `status`: "ok", "failed" or "cancelled" (metrics.IMAGE_OUTCOMES)."""
         value = self.runner.metrics.registry.get_sample_value("diffplex_images_total", {"status": status})
         return value or 0.0
 

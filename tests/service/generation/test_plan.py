@@ -3,8 +3,10 @@ order, and each bounded in time however long the request's lists are."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,14 @@ import pytest
 
 from adapters import ExportLimits
 from adapters.spec import BackboneSpec
+from models.shapes.tokenizer import write_trained_words
+from models.shapes.train_backbone import PIPELINE_DIR
 from service.core.settings import Limits, Settings
 from service.engine import EngineError
 from service.generation.params import MAX_SEED, ImageParams
 from service.generation.plan import InvalidRequest, Plan, check_limits, resolve_adapters
 from service.generation.prompt import extract_tags
+from service.generation.warnings import trained_words
 from service.hotload.cache import AdapterCache
 from service.runtime.torch_runtime import TorchRuntime
 from service.stores import LocalStore
@@ -192,3 +197,59 @@ def test_adapters_come_only_from_the_callers_incarnation(model: LocalModel) -> N
     with pytest.raises(InvalidRequest, match="'style' not found"):  # a request of the deleted incarnation
         planned(model, old.epoch, prompt="p <lora:style>")
     assert planned(model, prompt="p <lora:style>").requests[0].adapters[0][1] == 1.0
+
+
+# -- no silent no-ops: an adapter named where it cannot act is refused; what the model honours in part is a warning --
+
+
+def test_an_embedding_named_as_an_adapter_is_refused_saying_how_embeddings_are_used(model: LocalModel) -> None:
+    model.upload("alice", "tok", ti_file(model.info.spec, "<tok>"))
+    for body in ({"adapters": [{"name": "tok"}]}, {"prompt": "a red circle <lora:tok>"}):
+        with pytest.raises(
+            InvalidRequest, match=r"'tok' is a textual-inversion embedding.*writing its token \(<tok>\)"
+        ):
+            planned(model, **body)
+
+
+def test_a_tag_of_the_wrong_kind_names_the_adapters_kind(model: LocalModel) -> None:
+    model.upload("alice", "style", lora_file(model.info.spec))
+    model.upload("alice", "frame", vpt_file(model.info.spec))
+    with pytest.raises(InvalidRequest, match="'frame' is a VPT adapter: write <vpt:frame>") as refused:
+        planned(model, prompt="a red circle <lora:frame>")
+    assert (refused.value.param, refused.value.status) == ("prompt", 400)
+    with pytest.raises(InvalidRequest, match="'style' is a LoRA: write <lora:style>"):
+        planned(model, prompt="a red circle <vpt:style>")
+    assert planned(model, prompt="a red circle <lyco:style> <vpt:frame>").warnings == []  # the right kinds
+
+
+def test_a_plain_request_has_no_warnings(model: LocalModel) -> None:
+    assert planned(model, negative_prompt="blurry").warnings == []
+    assert planned(model, size="16x16").warnings == []  # the tiny backbone's native size, spelled out
+
+
+def test_unknown_tokens_and_other_sizes_are_warned_about(model: LocalModel) -> None:
+    model.upload("alice", "tok", ti_file(model.info.spec, "<tok>"))
+    plan = planned(model, prompt="a <tok> circle <nope>", negative_prompt="<also-not>", size="32x16")
+    assert len(plan.warnings) == 2
+    assert plan.warnings[0].startswith("<also-not>, <nope>: not a token of any of your embeddings")
+    assert plan.warnings[1].startswith("size 32x16 is not the model's native 16x16")
+    assert "<tok>" not in plan.warnings[0]
+
+
+def test_words_outside_a_closed_vocabulary_are_warned_about(model: LocalModel, tmp_path: Path) -> None:
+    """A model whose tokenizer lists the words it learned (the embedded one does) warns about the others;
+    without the list (every other model here) nothing is said about words."""
+    assert all("words" not in w for w in planned(model, prompt="a unicorn").warnings)
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(model.info.tokenizer_dir, tokenizer)
+    write_trained_words(tokenizer, ["a", "red", "circle"])
+    model.info = replace(model.info, tokenizer_dir=tokenizer)
+    model.upload("alice", "tok", ti_file(model.info.spec, "<tok>"))
+    [warning] = planned(model, prompt="a red Unicorn <tok>, a circle", negative_prompt="blurry").warnings
+    assert warning.startswith("words the model was not trained on: blurry, unicorn.")
+
+
+def test_the_embedded_model_lists_the_words_it_learned() -> None:
+    words = trained_words(PIPELINE_DIR / "tokenizer")
+    assert words is not None and {"circle", "red", "solid", "background"} <= words
+    assert not {"star", "striped", "night"} & words  # held out of the backbone's training: adapters teach them

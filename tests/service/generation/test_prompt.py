@@ -8,9 +8,9 @@ from service.stores import AdapterMeta
 
 
 def test_tags_are_removed_and_weighted() -> None:
-    text, tags = extract_tags("a red circle <lora:style:0.8>, <LoRA:night> on blue <vpt:v:-0.5>")
+    text, tags = extract_tags("a red circle <lora:style:0.8>, <LoRA:night> on blue <vpt:v:-0.5> <lyco:l>")
     assert text == "a red circle , on blue"
-    assert tags == [("style", 0.8), ("night", 1.0), ("v", -0.5)]
+    assert tags == [("style", 0.8, "lora"), ("night", 1.0, "lora"), ("v", -0.5, "vpt"), ("l", 1.0, "lora")]
 
 
 def test_prompts_without_tags_are_untouched() -> None:
@@ -27,7 +27,8 @@ def test_bad_weights_are_refused_with_the_tag_quoted(prompt: str) -> None:
 def test_tag_weights_have_the_range_of_adapter_weights(weight: str) -> None:
     with pytest.raises(PromptError, match=f"<lora:x:{weight}>.*from -10 to 10"):
         extract_tags(f"a <lora:x:{weight}>")
-    assert extract_tags("a <lora:x:10> <lora:y:-10>")[1] == [("x", MAX_ADAPTER_WEIGHT), ("y", -MAX_ADAPTER_WEIGHT)]
+    tags = extract_tags("a <lora:x:10> <lora:y:-10>")[1]
+    assert [(t.name, t.weight) for t in tags] == [("x", MAX_ADAPTER_WEIGHT), ("y", -MAX_ADAPTER_WEIGHT)]
 
 
 def test_embeddings_used_by_prompt_or_negative_prompt() -> None:

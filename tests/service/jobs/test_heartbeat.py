@@ -49,7 +49,7 @@ async def test_a_cancel_requested_on_another_replica_stops_the_run_at_the_next_h
     assert await model.drive(jobs.runs.tasks[record.id])
     cancelled = stored(jobs, record.id)
     assert cancelled.status == "cancelled" and cancelled.error is not None and cancelled.error["code"] == "cancelled"
-    assert model.images_made("ok") == 0 and model.images_made("failed") == 2
+    assert model.images_made("ok") == model.images_made("failed") == 0 and model.images_made("cancelled") == 2
 
 
 async def test_a_run_whose_job_was_reclaimed_stops_without_writing(

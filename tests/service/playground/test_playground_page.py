@@ -154,6 +154,16 @@ def test_playground_generates_uploads_compares_and_shows_errors(
         expect(page.locator("#progress-label")).to_have_text("Failed")
         assert page.locator(".run").count() == 2  # nothing added for a refused request
 
+        # A request honoured in part is run, and says so: a token no embedding defines, a size other than the
+        # native one (the tiny test backbone's 16x16).
+        page.fill("#size", "32x32")
+        page.fill("#prompt", "a red <mystery> circle")
+        page.click("#generate")
+        warnings = page.locator(".run").first.locator(".warnings li")
+        expect(warnings).to_have_count(2)
+        expect(warnings.nth(0)).to_contain_text("<mystery>: not a token of any of your embeddings")
+        expect(warnings.nth(1)).to_contain_text("size 32x32 is not the model's native 16x16")
+
         junk = b"this is not a safetensors file"
         page.fill("#upload-name", "junk")
         page.set_input_files("#upload-file", files=[{"name": "junk.safetensors", "mimeType": "x/y", "buffer": junk}])

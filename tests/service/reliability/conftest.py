@@ -15,14 +15,15 @@ from tests.service.api.conftest import spec  # noqa: F401 - the tiny backbone's 
 from tests.service.api.server import ADMIN_KEY, Server, running_server
 
 MiB = 1 << 20
-MAX_UPLOAD_BYTES = 2 * MiB  # above a .pt with 4,100 members (1.15 MB), so the member cap is what refuses it
+MAX_UPLOAD_BYTES = 2 * MiB  # adapter files: above a .pt with 4,100 members (1.15 MB), so the member cap refuses it
 SHARED_ENV = {
     "DIFFPLEX_LIMITS__MAX_STEPS": "2",  # generated requests stay cheap: the fuzzer sends thousands
     "DIFFPLEX_LIMITS__MAX_N": "2",
     "DIFFPLEX_LIMITS__MAX_PROMPT_CHARS": "300",
     "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",  # one tenant sends thousands of requests
     "DIFFPLEX_LIMITS__UPLOAD_RATE_PER_MINUTE": "0",  # and uploads the whole hostile-file catalogue
-    "DIFFPLEX_LIMITS__MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+    "DIFFPLEX_LIMITS__MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),  # edit images
+    "DIFFPLEX_LIMITS__MAX_ADAPTER_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
     "DIFFPLEX_LIMITS__MAX_BODY_BYTES": str(256 * 1024),
 }
 

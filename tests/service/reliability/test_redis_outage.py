@@ -128,6 +128,9 @@ def redis_server(
         "DIFFPLEX_LIMITS__RATE_PER_MINUTE": "0",
         "DIFFPLEX_LIMITS__MAX_STEPS": str(JOB_STEPS),
         "DIFFPLEX_WORKER__BLOCK_MS": "200",
+        # One tenant keeps several rounds of long jobs in flight (each fault's own, and earlier ones still running
+        # on a slow machine): the per-tenant work cap is not what this test is about.
+        "DIFFPLEX_FAIRNESS__MAX_TENANT_WORK": str(100 * 16 * JOB_STEPS),
     }  # the Redis client's timeouts and retry are the defaults (settings.RedisClientSettings)
     with running_server(tiny_model_dir, tmp_path_factory.mktemp("outage"), **env) as server:
         yield server

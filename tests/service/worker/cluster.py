@@ -3,7 +3,6 @@ Redis (DB 14, a unique key prefix deleted afterwards), over the tiny test backbo
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
@@ -28,17 +27,6 @@ class Worker(Server):
 
     module = "service.commands.worker"
     consumer = ""  # its name in the stream's consumer group
-
-    def log_events(self, message: str) -> list[dict]:
-        """The JSON log lines with this message (what the worker wrote before it died, too)."""
-        if not self._log.closed:
-            self._log.flush()
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        events = []
-        for line in lines:
-            if line.startswith("{") and f'"message": "{message}"' in line:
-                events.append(json.loads(line))
-        return events
 
     def running(self) -> set[str]:
         """Jobs it started and has not finished (from its log)."""

@@ -77,6 +77,32 @@ def test_progress_keeps_a_cancel_made_elsewhere(store: Store) -> None:
     assert store.get_job("acme", "job_1").cancel_requested  # type: ignore[union-attr]
 
 
+def test_a_recorded_cancel_decides_how_the_job_ends_and_is_announced(store: Store) -> None:
+    """DELETE answers "cancelled" (or "cancelling") once the cancel is recorded: whatever the runner writes after
+    it, its result or a failure, the job ends cancelled; and every subscriber hears of the cancel at once."""
+    heard: list[str] = []
+    store.subscribe_cancels(heard.append)
+    for job_id, late in (("job_1", "succeeded"), ("job_2", "failed")):
+        store.put_job(queued(store, job_id), TTL)
+        mine = store.claim_job("acme", job_id, "worker-a", TTL)
+        assert mine is not None
+        assert store.request_cancel("acme", job_id).cancel_requested  # type: ignore[union-attr]
+        ended = mine.model_copy(
+            update={"status": late, "step": 2, "result": {"data": ["x"]} if late == "succeeded" else None}
+        )
+        assert store.complete_job(ended, TTL)  # final afterwards: its stream entry may be acknowledged
+        final = store.get_job("acme", job_id)
+        assert final is not None and (final.status, final.result, final.step) == ("cancelled", None, 2)
+        assert final.error is not None and final.error["code"] == "cancelled"
+    deadline = time.monotonic() + 5  # Redis pub/sub: delivered on the store's listener thread
+    while len(heard) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert heard == ["job_1", "job_2"]
+    assert store.request_cancel("acme", "job_1").status == "cancelled"  # type: ignore[union-attr]
+    time.sleep(0.2)
+    assert heard == ["job_1", "job_2"]  # a finished job's cancel changes nothing and is not announced
+
+
 def test_stream_delivery_touch_reclaim_ack_and_release(redis_store: RedisStore) -> None:
     stream = JobStream(redis_store)
     stream.ensure_group()

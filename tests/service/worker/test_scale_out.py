@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.api.test_images import b64_pixels
-from tests.service.api.test_jobs import read_events
+from tests.service.api.test_images import b64_pixels, images_total
+from tests.service.api.test_jobs import assert_stopped_within_a_tick, read_events
 from tests.service.reliability.figures import record
 from tests.service.worker.cluster import Cluster, Worker, event_time, kill, running_cluster, wait_all_terminal
 
@@ -135,9 +135,12 @@ def test_sync_requests_and_job_events_go_through_the_workers(cluster: Cluster) -
     assert steps == sorted(steps) and all(0 < s <= 500 for s in steps)
 
 
-def test_cancelling_a_job_still_in_the_stream(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """With no worker running, a cancelled job is final at once; a worker started later only acknowledges it."""
-    cluster = Cluster(tiny_model_dir, tmp_path, workers=0)
+def test_cancelling_a_job_in_the_stream_and_one_a_worker_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """With no worker running, a cancelled job is final at once; a worker started later only acknowledges it.
+    A job the worker runs hears of its cancel through Redis pub/sub, not its heartbeat (2 s here): it stops
+    within an engine tick, the DELETE on the API replica answers it "cancelled" at the step it stopped at, and
+    the worker counts its images as cancelled."""
+    cluster = Cluster(tiny_model_dir, tmp_path, workers=0, DIFFPLEX_JOBS__HEARTBEAT_S="2")
     try:
         cluster.wait_ready()
         client = cluster.tenant("cancel")
@@ -147,13 +150,36 @@ def test_cancelling_a_job_still_in_the_stream(tiny_model_dir: Path, tmp_path: Pa
         assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
         assert cluster.stream.backlog() == 1
         cluster.workers.append(cluster.add_worker())
-        cluster.workers[0].wait_ready()
+        worker = cluster.workers[0]
+        worker.wait_ready()
         deadline = time.monotonic() + 30
         while cluster.stream.backlog() or cluster.stream.pending():
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
         assert not cluster.completions()  # nothing ran
+
+        running = client.post("/v1/jobs", json={"prompt": PROMPT, "n": 2, "steps": 500, "size": "16x16"}).json()
+        wait_running(worker)
+        time.sleep(0.3)  # some steps in, and no heartbeat has written its progress yet
+        asked_at = time.time()
+        deleted = client.delete(f"/v1/jobs/{running['id']}")
+        answered_s = time.time() - asked_at
+        answer = deleted.json()
+        assert deleted.status_code == 200 and answer["status"] == "cancelled", answer
+        assert client.get(f"/v1/jobs/{running['id']}").json() == answer  # final: GET agrees
+        [heard] = [e for e in worker.log_events("cancelling job") if e["job"] == running["id"]]
+        assert not worker.log_events("cancelling job at its heartbeat")  # pub/sub got there first
+        assert event_time(heard) - asked_at < 0.5 and answered_s < 1.5, (event_time(heard) - asked_at, answered_s)
+        assert_stopped_within_a_tick(worker, answer, images=2)
+        assert 0 < answer["progress"]["step"] < 1000
+        print(  # the figures of the last run, for the record (pytest -s)
+            f"\n[cancel] heard at step {heard['step']} after {event_time(heard) - asked_at:.3f}s, "
+            f"stopped at {answer['progress']['step']}, DELETE answered in {answered_s:.3f}s"
+        )
+        wait_acknowledged(cluster)
+        outcomes = {o: images_total(worker, o) for o in ("ok", "failed", "cancelled")}
+        assert outcomes == {"ok": 0, "failed": 0, "cancelled": 2}, outcomes
     finally:
         cluster.stop()
 

@@ -58,6 +58,7 @@ export class AdapterPanel {
   }
 
   row(meta) {
+    if (meta.kind === "textual_inversion") return this.embeddingRow(meta);
     const choice = this.choices.get(meta.name) ?? { on: false, weight: 1 };
     this.choices.set(meta.name, choice);
     const toggle = element("input", { type: "checkbox", checked: choice.on });
@@ -89,6 +90,23 @@ export class AdapterPanel {
     return item;
   }
 
+  // An embedding acts through its token in the prompt (naming it in `adapters` is refused): no toggle, no
+  // weight, the token to write instead.
+  embeddingRow(meta) {
+    this.choices.delete(meta.name);
+    const tokens = (meta.tokens ?? []).join(" ");
+    const item = element("li", { className: "adapter" }, [
+      element("div", { className: "adapter-name" }, [
+        element("span", { textContent: meta.name }),
+        element("span", { className: `badge ${meta.kind}`, textContent: KINDS[meta.kind] }),
+      ]),
+      element("small", { className: "hint", textContent: `write ${tokens} in the prompt to use it` }),
+      element("small", { className: "muted", textContent: summary(meta) }),
+    ]);
+    item.dataset.adapter = meta.name;
+    return item;
+  }
+
   // Uploads the form's file; resolves to the adapter's metadata (a replaced one is re-listed the same way).
   async upload(form) {
     const fields = new FormData(form);
@@ -103,9 +121,11 @@ export class AdapterPanel {
       if (value) body.append(key, value);
     }
     const meta = await this.api.uploadAdapter(name, body);
-    const choice = this.choices.get(name) ?? { on: false, weight: 1 };
-    choice.on = true; // just uploaded: the next generation tries it
-    this.choices.set(name, choice);
+    if (meta.kind !== "textual_inversion") {
+      const choice = this.choices.get(name) ?? { on: false, weight: 1 };
+      choice.on = true; // just uploaded: the next generation tries it
+      this.choices.set(name, choice);
+    }
     await this.refresh();
     return meta;
   }

@@ -60,6 +60,11 @@ export function renderRun(container, settings, result, baseline = null) {
   } else {
     images = result.data.map((item) => figure(item, ""));
   }
+  // what the server honoured only in part (unknown tokens, untrained words, another size): never hidden
+  const warnings = result.warnings ?? [];
+  if (warnings.length) {
+    head.append(element("ul", { className: "warnings" }, warnings.map((w) => element("li", { textContent: w }))));
+  }
   const run = element("article", { className: baseline ? "run compare" : "run" }, [
     head,
     element("div", { className: "images" }, images),
