@@ -39,10 +39,10 @@ from service.commands.demo_plan import (
     load_manifest,
     plan_row,
 )
+from service.tenants.admin_key import admin_key_path  # the file the server writes (light: no model stack)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "adapters" / "shipped"
 DEFAULT_OUT = Path(".work/demo")
-ADMIN_KEY_FILE = "admin_key"  # service.tenants.admin_key.FILE_NAME (which imports the model stack)
 RETRIES = 3  # a generation answered 429 / 503 (busy) is sent again after its Retry-After, this many times
 MAX_RETRY_WAIT_S = 30.0
 
@@ -219,7 +219,7 @@ def admin_key(settings: Any) -> tuple[str, str]:
             "file",
             status=2,
         )
-    path = (settings.data_dir / ADMIN_KEY_FILE).resolve()
+    path = admin_key_path(settings).resolve()
     try:
         key = path.read_text().strip() if path.is_file() else ""
     except OSError as error:

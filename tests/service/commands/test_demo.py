@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from service.commands import demo_grid
-from service.commands.demo import ADMIN_KEY_FILE, admin_key, wait_ready
+from service.commands.demo import admin_key, wait_ready
 from service.commands.demo_plan import (
     AdapterFile,
     DemoError,
@@ -29,6 +29,7 @@ from service.commands.demo_plan import (
     plan_row,
 )
 from service.core.settings import DEFAULT_MODEL_DIR, Settings
+from service.tenants.admin_key import FILE_NAME as ADMIN_KEY_FILE
 from tests.service.api.adapter_files import lora_file, ti_file, tiny_spec, vpt_file
 from tests.service.api.server import ADMIN_KEY, Server, free_port
 
