@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--high-noise-fraction",
         type=float,
         default=Recipe.high_noise_fraction,
-        help="share of rows with t drawn from [600, 1000) instead of uniformly (default 0.5)",
+        help=f"share of rows with t drawn from [{Recipe.high_noise_from}, 1000) instead of uniformly "
+        f"(default {Recipe.high_noise_fraction})",
     )
     parser.add_argument(
         "--vae-steps",
