@@ -20,7 +20,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "adapters.packing": ("PackedBanks", "PackedRowCache", "adapter_set_key", "pack_banks"),
     "adapters.spec": ("BackboneSpec", "build_spec"),
     "adapters.text_encoder": ("encode_inputs_embeds",),
-    "adapters.textual_inversion": ("build_inputs_embeds", "build_inputs_embeds_batch", "ti_table"),
+    "adapters.textual_inversion": ("build_inputs_embeds", "build_inputs_embeds_batch", "ti_table", "ti_table_2"),
     "adapters.types": ("Adapter", "AdapterSet", "LoRAAdapter", "LoRALayer", "TextualInversion", "VPTAdapter"),
     "adapters.validate": ("ExportLimits", "validate"),
 }
@@ -51,6 +51,7 @@ __all__ = [
     "load_adapter_file",
     "pack_banks",
     "ti_table",
+    "ti_table_2",
     "validate",
     "vpt_to_bytes",
     "write_vpt",

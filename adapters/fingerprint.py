@@ -1,4 +1,5 @@
-"""A stable id for a backbone (U-Net + text encoder): adapters trained on one backbone name it."""
+"""A stable id for a backbone (U-Net + text encoder, + SDXL's second text encoder): adapters trained on one backbone
+name it."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ def canonical_module_name(component: str, name: str) -> str:
     return f"{component}.{name.removeprefix('text_model.')}" if name else component
 
 
-def fingerprinted_parameters(unet: nn.Module, text_encoder: nn.Module) -> dict[str, nn.Parameter]:
-    """Every parameter the fingerprint covers, by canonical name."""
-    params = {canonical_module_name("unet", n): p for n, p in unet.named_parameters()}
-    return params | {canonical_module_name("text_encoder", n): p for n, p in text_encoder.named_parameters()}
+def fingerprinted_parameters(
+    unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module | None = None
+) -> dict[str, nn.Parameter]:
+    """Every parameter the fingerprint covers, by canonical name (`text_encoder_2.<path>`: SDXL's second encoder;
+    without one, the same names as before SDXL, so SD-1.x/2.x fingerprints did not change)."""
+    components = {"unet": unet, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
+    return {
+        canonical_module_name(component, n): p
+        for component, model in components.items()
+        if model is not None
+        for n, p in model.named_parameters()
+    }
 
 
 def sampled_names(names: Iterable[str]) -> list[str]:
@@ -31,12 +40,12 @@ def sampled_names(names: Iterable[str]) -> list[str]:
     return ordered[::step][:SAMPLED_TENSORS]
 
 
-def backbone_fingerprint(unet: nn.Module, text_encoder: nn.Module) -> str:
+def backbone_fingerprint(unet: nn.Module, text_encoder: nn.Module, text_encoder_2: nn.Module | None = None) -> str:
     """sha256 over every parameter's canonical name and shape, plus the values of a few of them.
 
     Values are hashed as float16, so an fp32 backbone and its fp16 cast share a fingerprint.
     """
-    params = fingerprinted_parameters(unet, text_encoder)
+    params = fingerprinted_parameters(unet, text_encoder, text_encoder_2)
     names = sorted(params)
     h = hashlib.sha256()
     for name in names:

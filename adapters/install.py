@@ -1,5 +1,8 @@
 """Install banked LoRA modules and VPT processors into a U-Net / text encoder in place, and run with banks.
 
+Components are `adapters.spec.COMPONENTS`: "unet", "text_encoder" and SDXL's "text_encoder_2" (a
+`CLIPTextModelWithProjection`, its targets under `text_model.`).
+
     banked = install_banked(unet, spec, "unet")
     packed = pack_banks(row_sets, spec, R, P)
     with banked.activate(packed.unet, packed.adapter_slot):
@@ -19,7 +22,7 @@ from torch import nn
 from adapters.banked import BankedLoRA, BankState, VPTAttnProcessor
 from adapters.errors import AdapterError
 from adapters.packing import lora_a_name, lora_b_name, vpt_mask_name, vpt_name
-from adapters.spec import BackboneSpec, LoRATarget
+from adapters.spec import COMPONENTS, BackboneSpec, LoRATarget
 
 
 class BankedModel:
@@ -46,6 +49,10 @@ class BankedModel:
 
 def install_banked(model: nn.Module, spec: BackboneSpec, component: str) -> BankedModel:
     """Swap every LoRA target of `component` (and, for the U-Net, every attn1 processor) for a banked one."""
+    if component not in COMPONENTS:
+        raise AdapterError(f"unknown component {component!r}: one of {', '.join(COMPONENTS)}")
+    if component == "text_encoder_2" and not spec.has_text_encoder_2:
+        raise AdapterError("the spec has no second text encoder: it was built for a one-encoder (SD-1.x/2.x) backbone")
     if any(isinstance(m, BankedLoRA) for m in model.modules()):
         raise AdapterError(f"banked modules are already installed in this {component}")
     state = BankState()

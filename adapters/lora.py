@@ -16,10 +16,6 @@ from adapters.errors import AdapterError
 from adapters.types import AdapterSet, LoRAAdapter, LoRALayer
 from adapters.validate import RANK_SETTING
 
-# The rank cap: the largest total rank one request may put on one module (`diffplex export --lora-rank`,
-# `DIFFPLEX_ENGINE__LORA_RANK`). The graphs take any rank up to it per call, so a high cap costs nothing
-# until a request uses it; 128 covers the ranks LoRAs are commonly published at (4 to 128).
-DEFAULT_LORA_RANK = 128
 # The smallest bucket: below it the bank gathers and small matmuls cost the same whatever the rank.
 MIN_RANK_BUCKET = 4
 

@@ -1,8 +1,9 @@
 """Adapter sets -> slot banks, the graph inputs of the contract (docs/graph-contract.md).
 
-Per graph (`unet`, `text_encoder`), for its i-th LoRA target (`BackboneSpec.targets(component)[i]`):
-`lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the U-Net's j-th transformer block:
-`vpt.{j}` [S, P, d_j] and `vpt_mask.{j}` [S, P] (1 = token present). Slot 0 is all zeros: no adapter.
+Per graph (`unet`, `text_encoder`, SDXL's `text_encoder_2`), for its i-th LoRA target
+(`BackboneSpec.targets(component)[i]`): `lora_a.{i}` [S, R, d_in] and `lora_b.{i}` [S, d_out, R]; for the
+U-Net's j-th transformer block: `vpt.{j}` [S, P, d_j] and `vpt_mask.{j}` [S, P] (1 = token present). Slot 0 is
+all zeros: no adapter.
 Rows point at slots with `adapter_slot` [N]. Each distinct adapter set of a batch gets one slot; its
 rows are packed once, at the set's own rank, and kept in an LRU keyed by a hash of the set, bounded by the
 bytes of its tensors. R is per call and per graph: the bucket of the largest rank among the call's slots
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -141,10 +142,20 @@ class PackedBanks:
     text_encoder: dict[str, torch.Tensor]  # lora_a.{i}, lora_b.{i}
     adapter_slot: torch.Tensor  # [N] int64: row -> slot
     slot_keys: tuple[str, ...]  # slot -> adapter set key ("" for slot 0)
+    # SDXL's second text encoder: lora_a.{i}, lora_b.{i}; empty for SD-1.x/2.x (last, with a default, so
+    # positional construction as before SDXL still works)
+    text_encoder_2: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def banks(self, component: str) -> dict[str, torch.Tensor]:
+        """One graph's banks by component name (`adapters.spec.COMPONENTS`)."""
+        if component not in COMPONENTS:
+            raise AdapterError(f"no banks for {component!r}: components are {', '.join(COMPONENTS)}")
+        return getattr(self, component)
 
     @property
     def nbytes(self) -> int:
-        return tensor_bytes([*self.unet.values(), *self.text_encoder.values(), self.adapter_slot])
+        banks = [t for c in COMPONENTS for t in self.banks(c).values()]
+        return tensor_bytes([*banks, self.adapter_slot])
 
 
 def pack_banks(
@@ -163,6 +174,7 @@ def pack_banks(
     (`rank_bucket`; at most `max_rank`), or exactly `max_rank` with `fixed_rank` (an export whose graphs fix
     the rank axis). Only the graphs in `components` get banks (the others' stay empty): the engine runs the
     text encoder and the U-Net at different times, and banks it would not pass to a graph are memory for nothing.
+    A component the spec has no targets for (`text_encoder_2` on SD-1.x/2.x) gets empty banks.
     """
     slots: list[SlotRows] = []
     slot_of: dict[str, int] = {}
@@ -191,6 +203,7 @@ def pack_banks(
         text_encoder=banks["text_encoder"],
         adapter_slot=torch.tensor(adapter_slot, dtype=torch.int64),
         slot_keys=("", *(s.key for s in slots)),
+        text_encoder_2=banks["text_encoder_2"],
     )
 
 

@@ -1,8 +1,8 @@
 """`BackboneSpec`: what adapters may touch on a loaded backbone, and with which dims (stored in manifest.json).
 
 Indices are part of the graph contract: `lora_a.{i}` / `lora_b.{i}` is the i-th target *of that component*
-(`spec.targets("unet")[i]`, `spec.targets("text_encoder")[i]`), and `vpt.{j}` is the j-th U-Net
-`BasicTransformerBlock` in module order.
+(`spec.targets("unet")[i]`, `spec.targets("text_encoder")[i]`, and on SDXL `spec.targets("text_encoder_2")[i]`),
+and `vpt.{j}` is the j-th U-Net `BasicTransformerBlock` in module order.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from adapters.errors import AdapterError
 from adapters.fingerprint import backbone_fingerprint, canonical_module_name
 from adapters.targets import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS  # defined without torch, for --help
 
-Component = Literal["unet", "text_encoder"]
-COMPONENTS: tuple[Component, ...] = ("unet", "text_encoder")
+Component = Literal["unet", "text_encoder", "text_encoder_2"]  # the last: SDXL's second text encoder
+COMPONENTS: tuple[Component, ...] = ("unet", "text_encoder", "text_encoder_2")
+# Still 1 with SDXL: its keys are optional on read and absent from an SD-1.x/2.x spec, whose JSON (and the
+# manifests of exports made before) stays as it was.
 SPEC_FORMAT_VERSION = 1
 
 
@@ -27,7 +29,7 @@ SPEC_FORMAT_VERSION = 1
 class LoRATarget:
     """A module a LoRA may adapt: an `nn.Linear`, or a 1x1 `nn.Conv2d` (SD-1.x `proj_in`/`proj_out`)."""
 
-    name: str  # canonical: "unet.<path>" or "text_encoder.<path>"
+    name: str  # canonical: "unet.<path>", "text_encoder.<path>" or "text_encoder_2.<path>"
     d_in: int
     d_out: int
     conv1x1: bool = False  # applied over the channel dim of [N, C, H, W] instead of the last dim
@@ -51,6 +53,11 @@ class BackboneSpec:
     lora_targets: tuple[LoRATarget, ...]
     vpt_blocks: tuple[VPTBlock, ...]  # empty when the U-Net's blocks cannot take prompt tokens
     target_patterns: Mapping[str, tuple[str, ...]]
+    token_embedding_dim_2: int = 0  # SDXL's second text encoder's width; 0: one text encoder (SD-1.x/2.x)
+
+    @property
+    def has_text_encoder_2(self) -> bool:
+        return self.token_embedding_dim_2 > 0
 
     def targets(self, component: str) -> tuple[LoRATarget, ...]:
         return self._by_component.get(component, ())
@@ -69,7 +76,7 @@ class BackboneSpec:
         return tuple(b.dim for b in self.vpt_blocks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format_version": SPEC_FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "token_embedding_dim": self.token_embedding_dim,
@@ -80,6 +87,9 @@ class BackboneSpec:
             "vpt_blocks": [{"name": b.name, "dim": b.dim} for b in self.vpt_blocks],
             "target_patterns": {c: list(p) for c, p in self.target_patterns.items()},
         }
+        if self.has_text_encoder_2:  # only then: a one-encoder spec serializes as before SDXL
+            data["token_embedding_dim_2"] = self.token_embedding_dim_2
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BackboneSpec:
@@ -99,6 +109,7 @@ class BackboneSpec:
                 ),
                 vpt_blocks=tuple(VPTBlock(str(b["name"]), int(b["dim"])) for b in data["vpt_blocks"]),
                 target_patterns={str(c): tuple(map(str, p)) for c, p in data["target_patterns"].items()},
+                token_embedding_dim_2=int(data.get("token_embedding_dim_2", 0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AdapterError(f"malformed backbone spec ({type(e).__name__}: {e}): re-export the backbone") from e
@@ -158,17 +169,31 @@ def build_spec(
     text_encoder: nn.Module,
     unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
     text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
+    text_encoder_2: nn.Module | None = None,
 ) -> BackboneSpec:
-    """Derive the spec from a loaded diffusers U-Net and transformers CLIP text encoder."""
-    embedding = text_encoder.get_input_embeddings()
+    """Derive the spec from a loaded diffusers U-Net and transformers CLIP text encoder; `text_encoder_2` is SDXL's
+    second one (`CLIPTextModelWithProjection`), whose LoRA targets match `text_encoder_targets` too."""
+    max_length = int(text_encoder.config.max_position_embeddings)
+    targets = _lora_targets("unet", unet, unet_targets) + _lora_targets(
+        "text_encoder", text_encoder, text_encoder_targets
+    )
+    patterns = {"unet": tuple(unet_targets), "text_encoder": tuple(text_encoder_targets)}
+    dim_2 = 0
+    if text_encoder_2 is not None:
+        # one prompt is spliced into both encoders' `inputs_embeds` (`spec.max_length` positions each)
+        if (length_2 := int(text_encoder_2.config.max_position_embeddings)) != max_length:
+            raise AdapterError(
+                f"the text encoders take {max_length} and {length_2} positions: SDXL's two take the same number"
+            )
+        targets += _lora_targets("text_encoder_2", text_encoder_2, text_encoder_targets)
+        patterns["text_encoder_2"] = tuple(text_encoder_targets)
+        dim_2 = int(text_encoder_2.get_input_embeddings().embedding_dim)
     return BackboneSpec(
-        fingerprint=backbone_fingerprint(unet, text_encoder),
-        token_embedding_dim=int(embedding.embedding_dim),
-        max_length=int(text_encoder.config.max_position_embeddings),
-        lora_targets=tuple(
-            _lora_targets("unet", unet, unet_targets)
-            + _lora_targets("text_encoder", text_encoder, text_encoder_targets)
-        ),
+        fingerprint=backbone_fingerprint(unet, text_encoder, text_encoder_2),
+        token_embedding_dim=int(text_encoder.get_input_embeddings().embedding_dim),
+        max_length=max_length,
+        lora_targets=tuple(targets),
         vpt_blocks=_vpt_blocks(unet),
-        target_patterns={"unet": tuple(unet_targets), "text_encoder": tuple(text_encoder_targets)},
+        target_patterns=patterns,
+        token_embedding_dim_2=dim_2,
     )

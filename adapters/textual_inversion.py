@@ -12,6 +12,10 @@ Placeholders match the prompt literally and case-sensitively, as whole tokens: a
 so `sks` is not spliced into `asks`. One bracketed by punctuation (`<my-style>`) matches anywhere, as
 diffusers' added tokens do. A placeholder must not be a token the tokenizer already has (`check_tokens`,
 at upload: diffusers' `load_textual_inversion` refuses those too), or it would replace that word.
+
+SDXL has two text encoders, each with its own tokenizer and table: one prompt is spliced twice, with
+`ti_table` into the first encoder's `inputs_embeds` and with `ti_table_2` into the second's, each with that
+encoder's tokenizer (SDXL's second pads with "!", which `build_inputs_embeds` takes from the tokenizer given).
 """
 
 from __future__ import annotations
@@ -28,10 +32,28 @@ from adapters.types import TextualInversion
 
 
 def ti_table(adapters: Iterable[TextualInversion]) -> dict[str, torch.Tensor]:
-    """Merge one tenant's embeddings into a token table; a token owned twice is an error, not a silent pick."""
-    table: dict[str, torch.Tensor] = {}
+    """Merge one tenant's embeddings into a token table (the first text encoder's); a token owned twice is an
+    error, not a silent pick."""
+    return _merge(adapter.tokens for adapter in adapters)
+
+
+def ti_table_2(adapters: Iterable[TextualInversion]) -> dict[str, torch.Tensor]:
+    """The same for SDXL's second text encoder: each embedding's `tokens_2` (its `clip_g` vectors)."""
+    tables = []
     for adapter in adapters:
-        for token, vectors in adapter.tokens.items():
+        if adapter.tokens_2 is None:  # `validate` refuses these on an SDXL spec; splicing one encoder only is wrong
+            raise AdapterError(
+                f"embedding {', '.join(map(repr, adapter.tokens))} has no vectors for the second text encoder: "
+                "an SDXL embedding carries clip_l and clip_g vectors"
+            )
+        tables.append(adapter.tokens_2)
+    return _merge(tables)
+
+
+def _merge(tables: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    table: dict[str, torch.Tensor] = {}
+    for tokens in tables:
+        for token, vectors in tokens.items():
             if token in table:
                 raise AdapterError(f"token {token!r} is defined by two of your embeddings: rename one of them")
             table[token] = vectors
@@ -85,6 +107,35 @@ def split_prompt(prompt: str, tokens: Iterable[str]) -> list[str | tuple[str]]:
     return [*pieces, prompt[position:]]
 
 
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _content(
+    prompt: str, table: Mapping[str, torch.Tensor], tokenizer: Any
+) -> tuple[list[int], dict[int, torch.Tensor]]:
+    """The prompt's token ids between BOS and EOS, untruncated, with a stand-in id for each TI vector, and the
+    vectors by position in those ids."""
+    ids: list[int] = []
+    spliced: dict[int, torch.Tensor] = {}  # position in `ids` -> TI vector
+    for piece in split_prompt(prompt, table):
+        if isinstance(piece, tuple):
+            for vector in table[piece[0]]:
+                spliced[len(ids)] = vector
+                ids.append(_pad_id(tokenizer))  # a stand-in id, overwritten by `build_inputs_embeds`
+        elif piece:
+            ids += tokenizer(piece, add_special_tokens=False, verbose=False)["input_ids"]
+    return ids, spliced
+
+
+def content_lengths(
+    prompts: Sequence[str], tables: Sequence[Mapping[str, torch.Tensor]], tokenizer: Any, max_length: int
+) -> list[int]:
+    """Per prompt, the positions its content takes between BOS and EOS once truncated to `max_length`: its EOS is
+    at 1 + that (where SDXL's second encoder pools)."""
+    return [min(len(_content(p, t, tokenizer)[0]), max_length - 2) for p, t in zip(prompts, tables, strict=True)]
+
+
 def build_inputs_embeds(
     prompt: str,
     table: Mapping[str, torch.Tensor],
@@ -95,16 +146,8 @@ def build_inputs_embeds(
     """`prompt` -> `inputs_embeds` [L, D] (L = `max_length`, default the tokenizer's, 77 for CLIP)."""
     weight = token_embedding.weight if isinstance(token_embedding, nn.Embedding) else token_embedding
     length = max_length or int(tokenizer.model_max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids: list[int] = []
-    spliced: dict[int, torch.Tensor] = {}  # position in `ids` -> TI vector
-    for piece in split_prompt(prompt, table):
-        if isinstance(piece, tuple):
-            for vector in table[piece[0]]:
-                spliced[len(ids)] = vector
-                ids.append(pad_id)  # a stand-in id, overwritten below
-        elif piece:
-            ids += tokenizer(piece, add_special_tokens=False, verbose=False)["input_ids"]
+    pad_id = _pad_id(tokenizer)
+    ids, spliced = _content(prompt, table, tokenizer)
     content = ids[: length - 2]
     sequence = [tokenizer.bos_token_id, *content, tokenizer.eos_token_id]
     sequence += [pad_id] * (length - len(sequence))

@@ -1,7 +1,8 @@
 """Parsed adapters in their canonical, backbone-keyed form: what every file format normalizes to.
 
-Module paths are canonical backbone names: `unet.<module path>` or `text_encoder.<module path>`, with
-transformers' optional `text_model.` prefix removed (see `adapters.spec.canonical_module_name`).
+Module paths are canonical backbone names: `unet.<module path>`, `text_encoder.<module path>` or (SDXL's second
+text encoder) `text_encoder_2.<module path>`, with transformers' optional `text_model.` prefix removed (see
+`adapters.fingerprint.canonical_module_name`).
 """
 
 from __future__ import annotations
@@ -68,12 +69,24 @@ class LoRAAdapter:
 
 @dataclass(frozen=True)
 class TextualInversion:
+    """`tokens`: the (first) text encoder's vectors per token. An SDXL embedding also has `tokens_2`, the same
+    tokens with the same n vectors each for the second encoder (a file's `clip_l` and `clip_g`)."""
+
     tokens: Mapping[str, torch.Tensor]  # token string -> vectors [n, D] (n >= 1, multi-vector tokens)
+    tokens_2: Mapping[str, torch.Tensor] | None = None  # SDXL: token -> vectors [n, D2]; None: one text encoder
     kind: Literal["textual_inversion"] = field(default="textual_inversion", init=False)
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.tokens_2 is not None
 
     @cached_property
     def digest(self) -> str:
-        return tensor_digest(sorted(self.tokens.items()), self.kind)
+        named = sorted(self.tokens.items())
+        if self.tokens_2 is None:  # as before SDXL: stored digests of one-encoder embeddings stay valid
+            return tensor_digest(named, self.kind)
+        named += [(f"{token}#2", vectors) for token, vectors in sorted(self.tokens_2.items())]
+        return tensor_digest(named, self.kind, "text_encoder_2")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from export.backbone import load_backbone
-from export.graphs import UNET_CFG, build_graph_modules, graph_io
+from export.graphs import UNET_CFG
 from export.manifest import load_manifest
 from export.ort_session import open_session
 from export.random_inputs import Dims, random_inputs
@@ -37,12 +37,8 @@ def bench_unet(
 ) -> dict:
     manifest = load_manifest(export_dir)
     backbone = load_backbone(Path(model_dir or manifest.source))
-    modules = build_graph_modules(
-        backbone.unet, backbone.text_encoder, backbone.vae, manifest.spec, manifest.vpt_tokens
-    )
-    inputs, _ = graph_io(
-        UNET_CFG, manifest.spec, manifest.rank_dim, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
-    )
+    modules = backbone.graph_modules(manifest.spec, manifest.vpt_tokens)
+    inputs, _ = manifest.graph_io(UNET_CFG)
     size = manifest.latent_size
     rank = min(BENCH_RANK, manifest.lora_rank)
     dims = Dims(rows, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor, rank)

@@ -10,7 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from adapters.targets import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
+from adapters.targets import (
+    DEFAULT_LORA_RANK,
+    DEFAULT_TEXT_ENCODER_TARGETS,
+    DEFAULT_UNET_TARGETS,
+    DEFAULT_VPT_TOKENS,
+)
 from export.checkpoint_family import PREDICTION_TYPES
 from export.checkpoint_file import is_single_file
 from export.errors import ExportError
@@ -38,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve uses: one conversion serves both)",
     )
     parser.add_argument("--out", type=Path, required=True, help="export directory (created)")
-    parser.add_argument("--lora-rank", type=int, default=128, help="R: the largest total LoRA rank per module (128)")
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=DEFAULT_LORA_RANK,
+        help=f"R: the largest total LoRA rank per module ({DEFAULT_LORA_RANK})",
+    )
     parser.add_argument(
         "--lora-targets",
         nargs="+",
@@ -53,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="text encoder module name suffixes that take LoRA banks",
     )
-    parser.add_argument("--vpt-tokens", type=int, default=8, help="P: VPT prompt tokens per block (0: no VPT)")
+    parser.add_argument(
+        "--vpt-tokens",
+        type=int,
+        default=DEFAULT_VPT_TOKENS,
+        help=f"P: VPT prompt tokens per block ({DEFAULT_VPT_TOKENS}; 0: no VPT)",
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset the graphs are exported with (17)")
     parser.add_argument("--fp16", action="store_true", help="also write fp16 graphs (and fp16 TensorRT engines)")
     parser.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (needs a CUDA GPU)")

@@ -26,16 +26,20 @@ import torch
 from safetensors.torch import save_file
 
 from adapters.errors import AdapterError
-from adapters.lora import DEFAULT_LORA_RANK, rank_bucket
+from adapters.lora import rank_bucket
 from adapters.packing import RANK_AXIS
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
-from export.backbone import load_backbone
+from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
+from export.backbone import Backbone, load_backbone
 from export.errors import ExportError
 from export.fp16 import convert_fp16
-from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, build_graph_modules, graph_io
+from export.graph_names import TEXT_ENCODER, TEXT_ENCODER_2
+from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, graph_io
 from export.manifest import (
     BASE_VARIANT,
     LORA_VARIANT,
+    TOKEN_EMBEDDING,
+    TOKEN_EMBEDDING_2,
     TOKEN_EMBEDDINGS,
     GraphEntry,
     Manifest,
@@ -56,7 +60,7 @@ class ExportOptions:
     lora_rank: int = DEFAULT_LORA_RANK  # the cap: the banks' rank axis is dynamic, each call's up to this
     unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS
     text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS
-    vpt_tokens: int = 8
+    vpt_tokens: int = DEFAULT_VPT_TOKENS
     opset: int = 17
     fp16: bool = False
     tensorrt: bool = False
@@ -82,8 +86,19 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     options.validate()
     started = time.perf_counter()
     backbone = load_backbone(options.model_dir)
+    if backbone.is_xl and options.tensorrt:
+        raise ExportError(
+            f"{options.model_dir} is an SDXL pipeline: its TensorRT engines are not built yet; export its ONNX graphs "
+            "(without --tensorrt) and serve them with DIFFPLEX_BACKEND=onnxruntime"
+        )
     try:
-        spec = build_spec(backbone.unet, backbone.text_encoder, options.unet_targets, options.text_encoder_targets)
+        spec = build_spec(
+            backbone.unet,
+            backbone.text_encoder,
+            options.unet_targets,
+            options.text_encoder_targets,
+            text_encoder_2=backbone.text_encoder_2,
+        )
     except AdapterError as e:
         raise ExportError(str(e)) from e
     if options.vpt_tokens and not spec.vpt_blocks:
@@ -91,7 +106,13 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     vpt_tokens = options.vpt_tokens if spec.vpt_blocks else 0
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    modules = build_graph_modules(backbone.unet, backbone.text_encoder, backbone.vae, spec, vpt_tokens)
+    modules = backbone.graph_modules(spec, vpt_tokens)
+    xl = backbone.xl_dims
+    sdxl = (
+        None if xl is None else xl.to_dict() | {"force_zeros_for_empty_prompt": backbone.force_zeros_for_empty_prompt}
+    )
+    # SDXL's second encoder is exported with the first: the text side is one step of the contract.
+    names = [*options.graphs, *([TEXT_ENCODER_2] if xl is not None and TEXT_ENCODER in options.graphs else [])]
     dims = Dims(
         rows=2,
         slots=3,
@@ -103,9 +124,12 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     )
     written: list[str] = []
     graphs: dict[str, GraphEntry] = {}
-    for n, name in enumerate(options.graphs, start=1):
-        step = _numbered(progress, n, len(options.graphs))
-        inputs, outputs = graph_io(name, spec, RANK_AXIS, vpt_tokens, backbone.latent_channels, backbone.text_dim)
+    for n, name in enumerate(names, start=1):
+        step = _numbered(progress, n, len(names))
+        io = partial(
+            graph_io, name, spec, RANK_AXIS, latent_channels=backbone.latent_channels, text_dim=backbone.text_dim, xl=xl
+        )
+        inputs, outputs = io(vpt_tokens=vpt_tokens)
         example = random_inputs(inputs, dims, seed=n)
         files = _export_graph(modules.get(name), example, inputs, outputs, out, name, options, step)
         entry = GraphEntry(
@@ -119,8 +143,8 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         if name in BASE_GRAPHS:
             # The adapter-free variant (no `adapter_slot`, no banks) and, with VPT banks, the LoRA-only one:
             # the same example less the inputs they do not take. The runtime picks the smallest a call needs.
-            io = partial(graph_io, name, spec, RANK_AXIS, 0, backbone.latent_channels, backbone.text_dim)
-            families = {BASE_VARIANT: io(base=True)[0]} | ({LORA_VARIANT: io()[0]} if vpt_tokens else {})
+            families = {BASE_VARIANT: io(vpt_tokens=0, base=True)[0]}
+            families |= {LORA_VARIANT: io(vpt_tokens=0)[0]} if vpt_tokens else {}
             for family, reduced in families.items():
                 taken = [v for t, v in zip(inputs, example, strict=True) if t in reduced]
                 variant = _export_graph(
@@ -130,7 +154,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
                 entry.variants |= {family_variant(family, k): v for k, v in variant.variants.items()}
                 written += variant.written
         graphs[name] = entry
-    written += _write_host_files(backbone.model_dir, backbone.text_encoder, out)
+    written += _write_host_files(backbone, out)
     manifest = Manifest(
         spec=spec,
         lora_rank=options.lora_rank,
@@ -147,6 +171,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         files={},
         source=str(Path(options.model_dir).resolve()),
         torch_version=torch.__version__,
+        sdxl=sdxl,
     )
     if options.tensorrt:
         from export.tensorrt_build import build_engines
@@ -204,15 +229,21 @@ def _export_graph(
     return graph
 
 
-def _write_host_files(model_dir: Path, text_encoder: torch.nn.Module, out: Path) -> list[str]:
-    """Tokenizer, scheduler config and the token embedding table, copied beside the graphs."""
+def _write_host_files(backbone: Backbone, out: Path) -> list[str]:
+    """Tokenizer(s), scheduler config and the token embedding table(s), copied beside the graphs."""
     written = []
-    for component in ("tokenizer", "scheduler"):
+    components = ("tokenizer", "scheduler") + (("tokenizer_2",) if backbone.is_xl else ())
+    for component in components:
         target = out / component
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(Path(model_dir) / component, target)
+        shutil.copytree(Path(backbone.model_dir) / component, target)
         written += [str(p.relative_to(out)) for p in sorted(target.rglob("*")) if p.is_file()]
-    table = text_encoder.get_input_embeddings().weight.detach().to(torch.float32).contiguous()
-    save_file({"token_embedding": table}, out / TOKEN_EMBEDDINGS)
+    encoders = {TOKEN_EMBEDDING: backbone.text_encoder, TOKEN_EMBEDDING_2: backbone.text_encoder_2}
+    tables = {
+        name: encoder.get_input_embeddings().weight.detach().to(torch.float32).contiguous()
+        for name, encoder in encoders.items()
+        if encoder is not None
+    }
+    save_file(tables, out / TOKEN_EMBEDDINGS)
     return [*written, TOKEN_EMBEDDINGS]

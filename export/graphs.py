@@ -31,8 +31,17 @@ from adapters.packing import (
     vpt_name,
 )
 from adapters.spec import BackboneSpec
-from adapters.text_encoder import encode_inputs_embeds
-from export.graph_names import BASE_GRAPHS, GRAPHS, TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
+from adapters.text_encoder import encode_inputs_embeds, encode_penultimate, encode_penultimate_and_pooled
+from export.graph_names import (
+    BASE_GRAPHS,
+    GRAPHS,
+    TEXT_ENCODER,
+    TEXT_ENCODER_2,
+    UNET_CFG,
+    UNET_PLAIN,
+    VAE_DECODER,
+    VAE_ENCODER,
+)
 from export.guidance import classifier_free_guidance
 
 
@@ -101,11 +110,30 @@ class _Banked(nn.Module):
 
 
 class TextEncoderGraph(_Banked):
-    """`inputs_embeds` [N, L, D], `adapter_slot` [N], LoRA banks -> `last_hidden_state` [N, L, D]."""
+    """`inputs_embeds` [N, L, D], `adapter_slot` [N], LoRA banks -> `last_hidden_state` [N, L, D]: the last layer's
+    normed output (SD-1.x/2.x), or with `penultimate` the layer before's, un-normed (SDXL's first encoder)."""
+
+    def __init__(self, model: nn.Module, banked: BankedModel, banks: list[TensorSpec], penultimate: bool) -> None:
+        super().__init__(model, banked, banks)
+        self.penultimate = penultimate
 
     def forward(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, *banks: torch.Tensor) -> torch.Tensor:
         with self._banks_set(adapter_slot, banks):
+            if self.penultimate:
+                return encode_penultimate(self.model, inputs_embeds)
             return encode_inputs_embeds(self.model, inputs_embeds)
+
+
+class TextEncoder2Graph(_Banked):
+    """SDXL's second encoder: `inputs_embeds` [N, L, D2], `eos_index` [N] (each row's EOS position),
+    `adapter_slot` [N], LoRA banks -> `hidden_states` [N, L, D2] (penultimate layer) and `text_embeds`
+    [N, projection_dim] (the pooled, projected embedding the U-Net's added conditioning takes)."""
+
+    def forward(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, *banks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._banks_set(adapter_slot, banks):
+            return encode_penultimate_and_pooled(self.model, inputs_embeds, eos_index)
 
 
 class UNetGraph(_Banked):
@@ -149,6 +177,53 @@ class UNetCFGGraph(_Banked):
             return fused_cfg(self.model, sample, timestep, encoder_hidden_states, uncond_hidden_states, guidance_scale)
 
 
+class UNetXLGraph(_Banked):
+    """SDXL's plain U-Net: as `UNetGraph`, with the added conditioning per row after the context: `text_embeds`
+    [N, projection_dim] (the pooled prompt embedding) and `time_ids` [N, 6] (original size, crop top-left, target
+    size)."""
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        text_embeds: torch.Tensor,
+        time_ids: torch.Tensor,
+        adapter_slot: torch.Tensor | None = None,
+        *banks: torch.Tensor,
+    ) -> torch.Tensor:
+        added = {"text_embeds": text_embeds, "time_ids": time_ids}
+        with self._banks_set(adapter_slot, banks):
+            return self.model(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
+
+
+class UNetCFGXLGraph(_Banked):
+    """SDXL's fused classifier-free guidance: as `UNetCFGGraph`, with `text_embeds` and `uncond_text_embeds`
+    [N, projection_dim] (the pooled prompt and negative embeddings) and `time_ids` [N, 6] after `guidance_scale`.
+    One set of time ids serves both halves: diffusers' negative time ids default to the prompt's."""
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        uncond_hidden_states: torch.Tensor,
+        guidance_scale: torch.Tensor,
+        text_embeds: torch.Tensor,
+        uncond_text_embeds: torch.Tensor,
+        time_ids: torch.Tensor,
+        adapter_slot: torch.Tensor | None = None,
+        *banks: torch.Tensor,
+    ) -> torch.Tensor:
+        both_slots = None if adapter_slot is None else torch.cat([adapter_slot, adapter_slot])
+        pooled = torch.cat([text_embeds, uncond_text_embeds])
+        added = {"text_embeds": pooled, "time_ids": torch.cat([time_ids, time_ids])}
+        with self._banks_set(both_slots, banks):
+            return fused_cfg(
+                self.model, sample, timestep, encoder_hidden_states, uncond_hidden_states, guidance_scale, added
+            )
+
+
 def fused_cfg(
     unet: nn.Module,
     sample: torch.Tensor,
@@ -156,11 +231,18 @@ def fused_cfg(
     cond: torch.Tensor,
     uncond: torch.Tensor,
     guidance_scale: torch.Tensor,
+    added: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One U-Net pass over [cond rows; uncond rows], then classifier-free guidance per row (guidance.py)."""
+    """One U-Net pass over [cond rows; uncond rows], then classifier-free guidance per row (guidance.py).
+    `added`: SDXL's added conditioning, already stacked [cond rows; uncond rows]."""
     rows = sample.shape[0]
+    extra = {} if added is None else {"added_cond_kwargs": added}
     both = unet(
-        torch.cat([sample, sample]), torch.cat([timestep, timestep]), torch.cat([cond, uncond]), return_dict=False
+        torch.cat([sample, sample]),
+        torch.cat([timestep, timestep]),
+        torch.cat([cond, uncond]),
+        return_dict=False,
+        **extra,
     )[0]
     return classifier_free_guidance(both[:rows], both[rows:], guidance_scale)
 
@@ -197,34 +279,82 @@ class VAEDecoderGraph(nn.Module):
 
 @dataclass
 class GraphModules:
-    """Every graph of one backbone, sharing its frozen weights."""
+    """Every graph of one backbone, sharing its frozen weights (SDXL: the U-Nets take the added conditioning and
+    `text_encoder_2` is set)."""
 
     text_encoder: TextEncoderGraph
-    unet_cfg: UNetCFGGraph
-    unet: UNetGraph
+    unet_cfg: UNetCFGGraph | UNetCFGXLGraph
+    unet: UNetGraph | UNetXLGraph
     vae_encoder: VAEEncoderGraph
     vae_decoder: VAEDecoderGraph
+    text_encoder_2: TextEncoder2Graph | None = None
 
     def get(self, name: str) -> nn.Module:
-        return getattr(self, name)
+        module = getattr(self, name)
+        if module is None:
+            raise ValueError(f"this backbone has no {name} graph")
+        return module
 
 
 def build_graph_modules(
-    unet: nn.Module, text_encoder: nn.Module, vae: nn.Module, spec: BackboneSpec, vpt_tokens: int
+    unet: nn.Module,
+    text_encoder: nn.Module,
+    vae: nn.Module,
+    spec: BackboneSpec,
+    vpt_tokens: int,
+    text_encoder_2: nn.Module | None = None,
 ) -> GraphModules:
     """Install the banked modules once per model; the two U-Net graphs share one installation. The modules take
-    banks of any rank (the batched matmuls follow the banks' shapes)."""
+    banks of any rank (the batched matmuls follow the banks' shapes). With `text_encoder_2` (SDXL) the first
+    encoder's graph returns its penultimate layer and the U-Nets take SDXL's added conditioning."""
+    xl = text_encoder_2 is not None
     text_banked = install_banked(text_encoder, spec, "text_encoder")
     unet_banked = install_banked(unet, spec, "unet")
     text_banks = bank_specs(spec, "text_encoder", RANK_AXIS, vpt_tokens)
+    if xl:  # the penultimate layer's output: the last layer never runs, nor do its banks (`last_layer_banks`)
+        unused = last_layer_banks(spec, "text_encoder")
+        text_banks = [b for b in text_banks if b.name not in unused]
     unet_banks = bank_specs(spec, "unet", RANK_AXIS, vpt_tokens)
+    text_2 = None
+    if text_encoder_2 is not None:
+        text_2_banked = install_banked(text_encoder_2, spec, "text_encoder_2")
+        text_2 = TextEncoder2Graph(text_encoder_2, text_2_banked, bank_specs(spec, "text_encoder_2", RANK_AXIS, 0))
     return GraphModules(
-        text_encoder=TextEncoderGraph(text_encoder, text_banked, text_banks),
-        unet_cfg=UNetCFGGraph(unet, unet_banked, unet_banks),
-        unet=UNetGraph(unet, unet_banked, unet_banks),
+        text_encoder=TextEncoderGraph(text_encoder, text_banked, text_banks, penultimate=xl),
+        unet_cfg=(UNetCFGXLGraph if xl else UNetCFGGraph)(unet, unet_banked, unet_banks),
+        unet=(UNetXLGraph if xl else UNetGraph)(unet, unet_banked, unet_banks),
         vae_encoder=VAEEncoderGraph(vae),
         vae_decoder=VAEDecoderGraph(vae),
+        text_encoder_2=text_2,
     )
+
+
+def last_layer_banks(spec: BackboneSpec, component: str) -> set[str]:
+    """The LoRA bank names of a text encoder's last layer (`encoder.layers.{last}.`): SDXL's first encoder
+    conditions on the layer before, so a LoRA there changes nothing, as in diffusers, and the traced graph has no
+    such inputs (the runtime feeds a graph the inputs it has)."""
+    targets = spec.targets(component)
+    layer = [int(t.name.split(".layers.", 1)[1].split(".", 1)[0]) for t in targets if ".layers." in t.name]
+    last = f".layers.{max(layer)}." if layer else None
+    names = set()
+    for i, target in enumerate(targets):
+        if last is not None and last in target.name:
+            names |= {lora_a_name(i), lora_b_name(i)}
+    return names
+
+
+@dataclass(frozen=True)
+class XLDims:
+    """What SDXL's graphs add to the contract's dims: the second encoder's width and the pooled embedding's."""
+
+    text_dim_2: int
+    pooled_dim: int
+
+    def to_dict(self) -> dict:
+        return {"text_dim_2": self.text_dim_2, "pooled_dim": self.pooled_dim}
+
+
+TIME_IDS = 6  # SDXL's added time ids per row: original (h, w), crop (top, left), target (h, w)
 
 
 def graph_io(
@@ -235,9 +365,11 @@ def graph_io(
     latent_channels: int,
     text_dim: int,
     base: bool = False,
+    xl: XLDims | None = None,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of graph `name` (with `base`: of its adapter-free variant), in argument order; `rank` as
-    in `bank_specs`."""
+    in `bank_specs`. `text_dim` is the U-Net's context width; `xl`: an SDXL backbone's (the U-Nets take the added
+    conditioning, and `text_encoder_2` exists)."""
     length = spec.max_length
     latent = TensorSpec("sample", ("rows", latent_channels, "height", "width"), "float32")
     step = TensorSpec("timestep", ("rows",), "float32")
@@ -246,15 +378,34 @@ def graph_io(
     noise = TensorSpec("noise_pred", ("rows", latent_channels, "height", "width"), "float32")
     if name == TEXT_ENCODER:
         embeds = TensorSpec("inputs_embeds", ("rows", length, spec.token_embedding_dim), "float32")
-        hidden = TensorSpec("last_hidden_state", ("rows", length, text_dim), "float32")
-        return [embeds, slot, *bank_specs(spec, "text_encoder", rank, vpt_tokens)], [hidden]
+        width = text_dim - (xl.text_dim_2 if xl is not None else 0)  # SDXL's context is both encoders' side by side
+        hidden = TensorSpec("last_hidden_state", ("rows", length, width), "float32")
+        banks = bank_specs(spec, "text_encoder", rank, vpt_tokens)
+        if xl is not None:  # SDXL reads the penultimate layer: the last one's banks are not graph inputs
+            unused = last_layer_banks(spec, "text_encoder")
+            banks = [b for b in banks if b.name not in unused]
+        return [embeds, slot, *banks], [hidden]
+    if name == TEXT_ENCODER_2:
+        if xl is None:
+            raise ValueError(f"{TEXT_ENCODER_2} is an SDXL graph; this backbone has one text encoder")
+        embeds = TensorSpec("inputs_embeds", ("rows", length, spec.token_embedding_dim_2), "float32")
+        eos = TensorSpec("eos_index", ("rows",), "int64")
+        hidden = TensorSpec("hidden_states", ("rows", length, xl.text_dim_2), "float32")
+        pooled = TensorSpec("text_embeds", ("rows", xl.pooled_dim), "float32")
+        return [embeds, eos, slot, *bank_specs(spec, "text_encoder_2", rank, 0)], [hidden, pooled]
     adapters = [] if base else [slot, *bank_specs(spec, "unet", rank, vpt_tokens)]
+    added: list[TensorSpec] = []
+    if xl is not None:
+        added = [TensorSpec("text_embeds", ("rows", xl.pooled_dim), "float32")]
+        if name == UNET_CFG:
+            added.append(TensorSpec("uncond_text_embeds", ("rows", xl.pooled_dim), "float32"))
+        added.append(TensorSpec("time_ids", ("rows", TIME_IDS), "float32"))
     if name == UNET_CFG:
         uncond = TensorSpec("uncond_hidden_states", ("rows", "context", text_dim), "float32")
         scale = TensorSpec("guidance_scale", ("rows",), "float32")
-        return [latent, step, context, uncond, scale, *adapters], [noise]
+        return [latent, step, context, uncond, scale, *added, *adapters], [noise]
     if name == UNET_PLAIN:
-        return [latent, step, context, *adapters], [noise]
+        return [latent, step, context, *added, *adapters], [noise]
     if base:
         raise ValueError(f"{name} has no base variant; graphs with one: {', '.join(BASE_GRAPHS)}")
     image = TensorSpec("image", ("rows", 3, "image_height", "image_width"), "float32")
@@ -263,4 +414,4 @@ def graph_io(
         return [image], [moments]
     if name == VAE_DECODER:
         return [TensorSpec("latent_sample", latent.shape, "float32")], [image]
-    raise ValueError(f"unknown graph {name!r}; known: {', '.join(GRAPHS)}")
+    raise ValueError(f"unknown graph {name!r}; known: {', '.join(GRAPHS)}, {TEXT_ENCODER_2}")

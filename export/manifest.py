@@ -16,12 +16,14 @@ from typing import Any
 from adapters.packing import RANK_AXIS, lora_a_name
 from adapters.spec import BackboneSpec
 from export.errors import ExportError
+from export.graphs import TensorSpec, XLDims, graph_io
 
 MANIFEST = "manifest.json"
 # 2: the VPT banks hold tokens in attn1's input space, after the block's norm1 (`adapters.vpt`); a version-1
 # graph applies norm1 to them again, so a runtime refuses it and asks for a new export.
 FORMAT_VERSION = 2
 TOKEN_EMBEDDINGS = "token_embeddings.safetensors"
+TOKEN_EMBEDDING, TOKEN_EMBEDDING_2 = "token_embedding", "token_embedding_2"  # its tensors (the second: SDXL's)
 # The U-Nets' reduced variants, each the graph contract less some adapter inputs. Their keys in
 # `GraphEntry.variants` start with the family's name ("base", "base_ort_optimized", "base_fp16"):
 # - base: no `adapter_slot` and no banks, for calls in which no row carries an adapter;
@@ -93,10 +95,25 @@ class Manifest:
     files: dict[str, str]  # relative path -> sha256, every file the export wrote
     source: str = ""
     torch_version: str = ""
+    # SDXL: {"text_dim_2", "pooled_dim", "force_zeros_for_empty_prompt"}; None for SD-1.x/2.x (and not written)
+    sdxl: dict[str, Any] | None = None
 
     @property
     def fingerprint(self) -> str:
         return self.spec.fingerprint
+
+    def graph_io(
+        self, name: str, vpt_tokens: int | None = None, base: bool = False
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """The inputs and outputs of graph `name` as this export wrote it (`vpt_tokens`: a LoRA-only variant's 0)."""
+        vpt = self.vpt_tokens if vpt_tokens is None else vpt_tokens
+        return graph_io(name, self.spec, self.rank_dim, vpt, self.latent_channels, self.text_dim, base, self.xl_dims)
+
+    @property
+    def xl_dims(self) -> XLDims | None:
+        if self.sdxl is None:
+            return None
+        return XLDims(text_dim_2=int(self.sdxl["text_dim_2"]), pooled_dim=int(self.sdxl["pooled_dim"]))
 
     @property
     def rank_dim(self) -> int | str:
@@ -134,7 +151,7 @@ class Manifest:
             "spec": self.spec.to_dict(),
             "graphs": {name: vars(entry) for name, entry in self.graphs.items()},
             "files": self.files,
-        }
+        } | ({"sdxl": self.sdxl} if self.sdxl is not None else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -160,6 +177,7 @@ class Manifest:
                 files=dict(data["files"]),
                 source=str(data.get("source", "")),
                 torch_version=str(data.get("torch_version", "")),
+                sdxl=_sdxl(data.get("sdxl")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ExportError(f"malformed manifest ({type(e).__name__}: {e}): re-run diffplex export") from e
@@ -168,6 +186,16 @@ class Manifest:
         path = Path(export_dir) / MANIFEST
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+def _sdxl(data: Any) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    return {
+        "text_dim_2": int(data["text_dim_2"]),
+        "pooled_dim": int(data["pooled_dim"]),
+        "force_zeros_for_empty_prompt": bool(data["force_zeros_for_empty_prompt"]),
+    }
 
 
 def record_files(export_dir: Path, names: list[str]) -> dict[str, str]:

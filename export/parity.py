@@ -18,17 +18,16 @@ import numpy as np
 import torch
 
 from adapters.packing import ADAPTER_SLOT
-from adapters.text_encoder import encode_inputs_embeds
+from adapters.text_encoder import encode_inputs_embeds, encode_penultimate, encode_penultimate_and_pooled
 from export.backbone import Backbone, load_backbone
+from export.graph_names import TEXT_ENCODER_2
 from export.graphs import (
     TEXT_ENCODER,
     UNET_CFG,
     UNET_PLAIN,
     GraphModules,
     TensorSpec,
-    build_graph_modules,
     fused_cfg,
-    graph_io,
 )
 from export.manifest import (
     GraphEntry,
@@ -48,7 +47,7 @@ PARITY_RANK = 8
 FP32_TOLERANCE = 1e-4
 BATCH_TOLERANCE = 1e-5
 FP16_TOLERANCE = 2e-2
-BANKED_GRAPHS = (TEXT_ENCODER, UNET_CFG, UNET_PLAIN)
+BANKED_GRAPHS = (TEXT_ENCODER, TEXT_ENCODER_2, UNET_CFG, UNET_PLAIN)
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -70,9 +69,9 @@ class GraphReport:
 
     def line(self) -> str:
         if self.skipped:
-            return f"{self.graph:<13} {self.variant:<18} skipped: {self.skipped}"
+            return f"{self.graph:<14} {self.variant:<18} skipped: {self.skipped}"
         parts = ", ".join(f"{k} {v:.2e} (<= {self.limits[k]:.0e})" for k, v in self.metrics.items())
-        return f"{self.graph:<13} {self.variant:<18} {'ok  ' if self.ok else 'FAIL'} {parts}"
+        return f"{self.graph:<14} {self.variant:<18} {'ok  ' if self.ok else 'FAIL'} {parts}"
 
 
 def _feed(inputs: list[TensorSpec], values: list[torch.Tensor]) -> dict[str, np.ndarray]:
@@ -86,21 +85,41 @@ def _take_rows(inputs: list[TensorSpec], values: list[torch.Tensor], rows: list[
 
 
 @torch.no_grad()
-def _base_output(name: str, backbone: Backbone, inputs: list[TensorSpec], values: list[torch.Tensor]) -> torch.Tensor:
-    """The unadapted model on the same inputs (banked modules idle: they are the base modules then)."""
+def _base_output(
+    name: str, backbone: Backbone, inputs: list[TensorSpec], values: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The unadapted model on the same inputs (banked modules idle: they are the base modules then): every output."""
     args = dict(zip((s.name for s in inputs), values, strict=True))
+    if name == TEXT_ENCODER_2:
+        return list(encode_penultimate_and_pooled(backbone.text_encoder_2, args["inputs_embeds"], args["eos_index"]))
     if name == TEXT_ENCODER:
-        return encode_inputs_embeds(backbone.text_encoder, args["inputs_embeds"])
+        encode = encode_penultimate if backbone.is_xl else encode_inputs_embeds
+        return [encode(backbone.text_encoder, args["inputs_embeds"])]
+    added = {}
+    if backbone.is_xl:
+        pooled = (
+            args["text_embeds"] if name == UNET_PLAIN else torch.cat([args["text_embeds"], args["uncond_text_embeds"]])
+        )
+        times = args["time_ids"] if name == UNET_PLAIN else torch.cat([args["time_ids"], args["time_ids"]])
+        added = {"text_embeds": pooled, "time_ids": times}
     if name == UNET_PLAIN:
-        return backbone.unet(args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False)[0]
-    return fused_cfg(
-        backbone.unet,
-        args["sample"],
-        args["timestep"],
-        args["encoder_hidden_states"],
-        args["uncond_hidden_states"],
-        args["guidance_scale"],
-    )
+        extra = {"added_cond_kwargs": added} if added else {}
+        return [
+            backbone.unet(args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False, **extra)[
+                0
+            ]
+        ]
+    return [
+        fused_cfg(
+            backbone.unet,
+            args["sample"],
+            args["timestep"],
+            args["encoder_hidden_states"],
+            args["uncond_hidden_states"],
+            args["guidance_scale"],
+            added or None,
+        )
+    ]
 
 
 def check_graph(
@@ -115,9 +134,7 @@ def check_graph(
 ) -> GraphReport:
     base = is_base_variant(variant)
     vpt_tokens = 0 if is_lora_variant(variant) else manifest.vpt_tokens
-    inputs, _ = graph_io(
-        name, manifest.spec, manifest.rank_dim, vpt_tokens, manifest.latent_channels, manifest.text_dim, base
-    )
+    inputs, _ = manifest.graph_io(name, vpt_tokens, base)
     dims = Dims(
         rows=4,
         slots=3,
@@ -138,21 +155,28 @@ def check_graph(
             report.skipped = f"cannot run the fp16 graph here ({str(e).splitlines()[0][:120]})"
             return report
         raise
-    got = session.run(None, _feed(inputs, values))[0]
+    # Every output is checked (SDXL's second text encoder has two); each metric is the worst over them.
+    got = session.run(None, _feed(inputs, values))
     with torch.no_grad():
-        want = modules.get(name)(*values).numpy()
-    report.metrics["ort_vs_torch"] = relative_error(got, want)
+        want = _outputs(modules.get(name)(*values))
+    report.metrics["ort_vs_torch"] = max(relative_error(g, w.numpy()) for g, w in zip(got, want, strict=True))
     report.limits["ort_vs_torch"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     if banked or base:
-        alone = np.concatenate([session.run(None, _feed(inputs, _take_rows(inputs, values, [r])))[0] for r in range(4)])
-        report.metrics["batch_invariance"] = relative_error(alone, got)
+        alone = [session.run(None, _feed(inputs, _take_rows(inputs, values, [r]))) for r in range(4)]
+        rows = [np.concatenate([a[k] for a in alone]) for k in range(len(got))]
+        report.metrics["batch_invariance"] = max(relative_error(r, g) for r, g in zip(rows, got, strict=True))
         report.limits["batch_invariance"] = FP16_TOLERANCE if fp16 else BATCH_TOLERANCE
     if banked:
         slot0 = [i for i, s in enumerate(values[[s.name for s in inputs].index(ADAPTER_SLOT)].tolist()) if s == 0]
-        unadapted = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0)).numpy()
-        report.metrics["slot0_is_base"] = relative_error(got[slot0], unadapted)
+        unadapted = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0))
+        errors = [relative_error(g[slot0], u.numpy()) for g, u in zip(got, unadapted, strict=True)]
+        report.metrics["slot0_is_base"] = max(errors)
         report.limits["slot0_is_base"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     return report
+
+
+def _outputs(result: torch.Tensor | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    return list(result) if isinstance(result, tuple) else [result]
 
 
 def _open(path: Path, variant: str, threads: int | None):
@@ -182,9 +206,7 @@ def check_export(
     """Check every graph (and its ORT-optimized and fp16 variants) against the backbone it came from."""
     manifest = load_manifest(export_dir)
     backbone = load_backbone(Path(model_dir or manifest.source))
-    modules = build_graph_modules(
-        backbone.unet, backbone.text_encoder, backbone.vae, manifest.spec, manifest.vpt_tokens
-    )
+    modules = backbone.graph_modules(manifest.spec, manifest.vpt_tokens)
     reports = []
     for name, entry in manifest.graphs.items():
         for variant, file in variants_to_check(entry, cuda).items():

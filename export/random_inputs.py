@@ -52,6 +52,10 @@ def random_inputs(
                 if slot_rows is not None
                 else torch.randint(0, dims.slots, (dims.rows,), generator=g)
             )
+        elif name == "eos_index":  # SDXL's second encoder pools at each row's EOS: a position after BOS
+            value = torch.randint(1, dims.context, (dims.rows,), generator=g)
+        elif name == "time_ids":  # SDXL's size conditioning, in pixels
+            value = torch.randint(0, 1025, tuple(shape), generator=g).float()
         elif name == "timestep":
             value = torch.randint(1, 1000, (dims.rows,), generator=g).float()
         elif name == "guidance_scale":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from export.errors import ExportError
 
-WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder")
+WEIGHTED_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")  # the last: SDXL's, where there is one
 # The files `from_pretrained` loads without a variant: single, sharded (their index) or pickled.
 _STEMS = ("diffusion_pytorch_model", "model", "pytorch_model")
 _PLAIN = re.compile(rf"^({'|'.join(_STEMS)})\.(safetensors|bin)(\.index\.json)?$")
@@ -58,5 +58,6 @@ def component_variant(component_dir: Path, variant: str | None) -> str | None:
 
 
 def pipeline_variants(model_dir: Path, variant: str | None = None) -> dict[str, str | None]:
-    """component -> the `variant=` to load it with, for the components that hold weights."""
-    return {c: component_variant(Path(model_dir) / c, variant) for c in WEIGHTED_COMPONENTS}
+    """component -> the `variant=` to load it with, for the components the directory has that hold weights."""
+    model_dir = Path(model_dir)
+    return {c: component_variant(model_dir / c, variant) for c in WEIGHTED_COMPONENTS if (model_dir / c).is_dir()}

@@ -42,6 +42,22 @@ def tiny_sd2_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL-shaped pipeline (two text encoders, `text_time` added conditioning)."""
+    from tests.export.sdxl_builders import tiny_sdxl_pipeline_dir
+
+    return tiny_sdxl_pipeline_dir(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_export(tiny_sdxl_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    """The tiny SDXL pipeline exported with P 3 (no fp16 or ORT-optimized files: the SD export covers those)."""
+    out = tmp_path_factory.mktemp("tiny-sdxl-export")
+    options = ExportOptions(model_dir=tiny_sdxl_model_dir, out_dir=out, vpt_tokens=3, optimize=False)
+    return out, export_pipeline(options, progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def tiny_single_files(
     tiny_model_dir: Path, tiny_sd2_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:

@@ -12,6 +12,7 @@ from adapters.formats.lora_variants import has_variant_keys
 from adapters.formats.safetensors_io import Header, looks_like_safetensors, read_header, read_safetensors
 from adapters.formats.ti_a1111 import EMB_PARAMS, read_a1111_safetensors, read_pt_ti
 from adapters.formats.ti_diffusers import read_diffusers_ti
+from adapters.formats.ti_sdxl import is_sdxl_ti, read_sdxl_ti
 from adapters.formats.torch_pickle import looks_like_torch_pickle
 from adapters.formats.vpt import is_vpt, read_vpt
 from adapters.types import Adapter, AdapterKind
@@ -39,15 +40,18 @@ def detect_kind(header: Header) -> AdapterKind:
     )
 
 
-def load_adapter(data: bytes, *, token: str | None = None, caps: ReadCaps = ReadCaps()) -> Adapter:
+def load_adapter(
+    data: bytes, *, token: str | None = None, caps: ReadCaps = ReadCaps(), default_token: str | None = None
+) -> Adapter:
     """Parse an untrusted adapter file (safetensors, or a `.pt` textual-inversion embedding).
 
-    `token` names a textual-inversion embedding (overriding the file's own name).
+    `token` names a textual-inversion embedding (overriding the file's own name); `default_token` names one whose
+    file names none (an SDXL `clip_l` / `clip_g` file, a bare tensor): `load_adapter_file` gives the file name.
     """
     # A safetensors file starts with its header's length, whose first byte is 0x80 (a pickle's first byte) for
     # one header length in 256: the `{` after those 8 bytes is what tells it from a pickle or a zip.
     if looks_like_torch_pickle(data) and not looks_like_safetensors(data):
-        return read_pt_ti(data, caps, token)
+        return read_pt_ti(data, caps, token, default_token)
     if not looks_like_safetensors(data):
         raise AdapterError("not a safetensors file (nor a .pt embedding); upload a .safetensors adapter")
     kind = detect_kind(read_header(data, caps))
@@ -57,12 +61,16 @@ def load_adapter(data: bytes, *, token: str | None = None, caps: ReadCaps = Read
     if kind == "lora":
         return read_kohya_lora(tensors) if is_kohya(list(tensors)) else read_diffusers_lora(tensors, metadata)
     if EMB_PARAMS in tensors:
-        return read_a1111_safetensors(tensors, metadata, token)
+        return read_a1111_safetensors(tensors, metadata, token, default_token)
+    if is_sdxl_ti(tensors):
+        return read_sdxl_ti(tensors, token, default_token)
     return read_diffusers_ti(tensors, token)
 
 
 def load_adapter_file(path: str | Path, *, token: str | None = None, caps: ReadCaps = ReadCaps()) -> Adapter:
+    """`load_adapter` on a file; an embedding whose file names no token is called by the file's name (`x.pt`: x),
+    as A1111 and ComfyUI call it."""
     path = Path(path)
     if (size := path.stat().st_size) > caps.max_bytes:
         raise AdapterError(f"{path.name} is {size} bytes; the limit is {caps.max_bytes}")
-    return load_adapter(path.read_bytes(), token=token, caps=caps)
+    return load_adapter(path.read_bytes(), token=token, caps=caps, default_token=path.stem)

@@ -1,4 +1,5 @@
-"""LoRA files as diffusers writes them (`save_lora_weights`): peft keys under `unet.` / `text_encoder.`.
+"""LoRA files as diffusers writes them (`save_lora_weights`): peft keys under `unet.` / `text_encoder.` (and SDXL's
+`text_encoder_2.`).
 
 Alpha follows `load_lora_weights`: with the `lora_adapter_metadata` JSON that `save_lora_weights` stores
 when given the adapters' `LoraConfig`, each module's rank and alpha are resolved the way peft resolves

@@ -1,16 +1,18 @@
 """LoRA state-dict keys -> one (down, up) pair per canonical module, through diffusers' own key converters.
 
 Every LoRA layout diffusers can load (peft `lora_A`/`lora_B`, diffusers' older `to_q_lora.down` and
-`lora_linear_layer`, kohya-ss `lora_unet_*`/`lora_te_*`) goes through the same steps `load_lora_weights`
-takes: `lora_state_dict` (kohya -> diffusers), then per component `convert_unet_state_dict_to_peft` or
-`convert_state_dict_to_diffusers` + `convert_state_dict_to_peft`. What comes out is keyed like peft:
-`<component>.<module path>.lora_A.weight`.
+`lora_linear_layer`, kohya-ss `lora_unet_*`/`lora_te_*`, SDXL's `lora_te1_*`/`lora_te2_*`) goes through the
+same steps `load_lora_weights` takes: `lora_state_dict` (kohya -> diffusers), then per component
+`convert_unet_state_dict_to_peft` or `convert_state_dict_to_diffusers` + `convert_state_dict_to_peft`. What
+comes out is keyed like peft: `<component>.<module path>.lora_A.weight`, the component one of `unet`,
+`text_encoder` and SDXL's `text_encoder_2`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -19,6 +21,11 @@ from adapters.fingerprint import canonical_module_name
 from adapters.formats.lora_variants import refuse_conv, refuse_variants
 
 PEFT_SUFFIXES = {".lora_A.weight": "down", ".lora_B.weight": "up"}
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")  # `adapters.spec.COMPONENTS`, without importing the spec
+# kohya-ss trains SDXL on its own (SGM / LDM-named) U-Net: `lora_unet_input_blocks_4_1_...`. diffusers renames
+# those blocks from the U-Net's layers per block, which is 2 in every SD-1.x, SD-2.x and SDXL U-Net (a file is
+# read before it meets the backbone; a U-Net of another shape refuses the names at validation).
+SGM_UNET_CONFIG = SimpleNamespace(layers_per_block=2)
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class RawLayer:
 
 
 def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename any diffusers-loadable SD-1.x LoRA state dict to `<component>.<module>.lora_{A,B}.weight`."""
+    """Rename any diffusers-loadable SD-1.x/2.x or SDXL LoRA state dict to `<component>.<module>.lora_{A,B}.weight`."""
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
     from diffusers.utils import (
         convert_state_dict_to_diffusers,
@@ -45,11 +52,11 @@ def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     # diffusers' converters raise ValueError on keys they cannot place (and KeyError / IndexError where they
     # trust a file they should not): either way the file's layout is what is wrong
     try:
-        converted, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(dict(state_dict))
+        converted, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(dict(state_dict), unet_config=SGM_UNET_CONFIG)
     except (ValueError, KeyError, IndexError) as e:
         raise AdapterError(f"unsupported LoRA layout: {type(e).__name__} {e}") from e
     out: dict[str, torch.Tensor] = {}
-    for component in ("unet", "text_encoder"):
+    for component in COMPONENTS:
         part = {k.removeprefix(f"{component}."): v for k, v in converted.items() if k.startswith(f"{component}.")}
         if not part:
             continue
@@ -57,18 +64,17 @@ def to_peft_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             # the same steps (first-key test included) as `load_lora_adapter` / `_load_lora_into_text_encoder`
             if component == "unet" and "lora_A" not in next(iter(part)):
                 part = convert_unet_state_dict_to_peft(part)
-            elif component == "text_encoder":
+            elif component != "unet":  # both text encoders: `_load_lora_into_text_encoder`
                 part = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
         except (ValueError, KeyError, IndexError) as e:
             raise AdapterError(
                 f"unsupported LoRA layout of the {component} keys ({listing(sorted(part))}): {type(e).__name__} {e}"
             ) from e
         out |= {f"{component}.{k}": v for k, v in part.items()}
-    if leftover := sorted(k for k in converted if not k.startswith(("unet.", "text_encoder."))):
+    if leftover := sorted(k for k in converted if not k.startswith(tuple(f"{c}." for c in COMPONENTS))):
         raise AdapterError(
-            "LoRA keys for components other than the U-Net and the (single) text encoder: "
-            + listing(leftover)
-            + "; SDXL-style second text encoders are not supported"
+            "LoRA keys for components other than the U-Net and the text encoders (unet., text_encoder., "
+            f"text_encoder_2.): {listing(leftover)}; a LoRA for another kind of model (Flux, SD3, ...) cannot apply"
         )
     return out
 

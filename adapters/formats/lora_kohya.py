@@ -1,5 +1,8 @@
 """kohya-ss LoRA files: `lora_unet_<path>` / `lora_te_<path>` with `.lora_down.weight`, `.lora_up.weight`, `.alpha`.
 
+SDXL's: `lora_te1_<path>` and `lora_te2_<path>` for its two text encoders, and the U-Net under diffusers' block
+names or the SGM ones kohya-ss trains SDXL with (`lora_unet_input_blocks_4_1_...`), which diffusers renames.
+
 Keys are renamed by diffusers' own converter (via `adapters.formats.lora_keys.to_peft_keys`). The alphas
 are sent through the very same renaming: a shadow state dict holds each module's alpha where its down
 weight was, so no kohya-name-to-module mapping is written here. A missing alpha means alpha = rank
@@ -24,6 +27,9 @@ from adapters.types import LoRAAdapter, LoRALayer
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 # What diffusers' kohya converter reads: the module name (no dots) and one of three suffixes.
 KOHYA_KEY = re.compile(r"(lora_(?:unet|te|te1|te2)_[^.]+)\.(lora_down\.weight|lora_up\.weight|alpha)")
+# U-Net block names of the SGM / LDM U-Net and of diffusers' (`_maybe_map_sgm_blocks_to_diffusers`' test)
+SGM_BLOCKS = ("input_blocks", "middle_block", "output_blocks")
+DIFFUSERS_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
 
 
 def is_kohya(keys: list[str]) -> bool:
@@ -51,6 +57,17 @@ def read_kohya_lora(tensors: Mapping[str, torch.Tensor]) -> LoRAAdapter:
     return LoRAAdapter(layers)
 
 
+def _check_block_naming(names: list[str]) -> None:
+    """diffusers drops every SGM-named module of a file that also has diffusers-named ones: refused whole instead,
+    as a file applied in part would be another adapter than the one trained."""
+    sgm = [n for n in names if any(b in n for b in SGM_BLOCKS)]
+    if sgm and (other := [n for n in names if any(b in n for b in DIFFUSERS_BLOCKS) and n not in sgm]):
+        raise AdapterError(
+            f"kohya LoRA names U-Net blocks both the SGM way ({listing(sgm)}) and the diffusers way "
+            f"({listing(other)}): one file uses one naming; convert the file to one of them"
+        )
+
+
 def check_layout(tensors: Mapping[str, torch.Tensor]) -> None:
     """Every module has a `lora_down` [r, in] and a `lora_up` [out, r] (or their 1x1-conv forms) of one rank,
     and at most a scalar `alpha`; nothing else."""
@@ -68,6 +85,7 @@ def check_layout(tensors: Mapping[str, torch.Tensor]) -> None:
         )
     if orphans := sorted(f"{n}.alpha" for n, parts in modules.items() if set(parts) == {"alpha"}):
         raise AdapterError(f"kohya alphas without LoRA weights: {listing(orphans)}")
+    _check_block_naming(sorted(modules))
     # every LoCon conv layer is named at once, before any per-module error: they are one reason, not many
     refuse_conv(
         [

@@ -2,5 +2,6 @@
 
 One job per module: `data` (training images and captions), `loop` (the shared epsilon-prediction loop),
 `ti` / `lora` / `vpt` (what each kind makes trainable and how it is saved), `evaluate` (judge-scored
-generation through the reference banked path) and `cli` (the command lines).
+generation through the reference banked path), `options` (the command lines' parsers, limits and defaults,
+without torch), `cli` (parse, log, report) and `run` (what a command does).
 """

@@ -40,8 +40,7 @@ from adapters.text_encoder import encode_inputs_embeds
 from adapters.textual_inversion import build_inputs_embeds_batch, ti_table
 from adapters.training.data import Concept, concept, concept_prompts, regular_prompts
 from adapters.training.loop import vae_round_trip
-from adapters.training.lora import MAX_RANK
-from adapters.training.vpt import MAX_TOKENS
+from adapters.training.options import KIND_NAMES, MAX_RANK, MAX_TOKENS
 from adapters.types import Adapter, LoRAAdapter, TextualInversion, VPTAdapter
 from adapters.validate import ExportLimits, validate
 from models.shapes.evaluate import load_pipeline
@@ -52,7 +51,6 @@ CONCEPT_TARGET = 0.80
 REGULAR_TOLERANCE = 0.02
 # A TI is spliced only where its token is: any change to a prompt without it would be a bug, not drift.
 TI_REGULAR_TOLERANCE = 0.0
-KIND_NAMES = {"lora": "lora", "ti": "textual_inversion", "vpt": "vpt"}
 
 
 @dataclass

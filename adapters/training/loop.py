@@ -25,7 +25,7 @@ from adapters.training.data import TrainingSet
 from models.shapes.diffusion_loss import min_snr_loss
 from models.shapes.training_utils import cosine_lr, to_tensor
 
-log = logging.getLogger("adapters.training")
+log = logging.getLogger("adapters.training")  # adapters/training/cli.py writes it to FILE.log
 
 EncodeText = Callable[[list[str]], torch.Tensor]  # captions -> encoder_hidden_states [B, L, D]
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t, ehs) -> prediction

@@ -21,21 +21,10 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.errors import AdapterError
-from adapters.lora import DEFAULT_LORA_RANK
-from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
+from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS
 from adapters.training.data import TrainingSet
 from adapters.training.loop import Settings, cached_text, frozen_text, text_path, train
-
-MAX_RANK = DEFAULT_LORA_RANK  # the default rank cap (`diffplex export --lora-rank`), so a trained LoRA runs anywhere
-
-# `--lora-targets`: every banked module, or only the cross-attention's key and value projections (Custom
-# Diffusion, Kumari et al. 2023), which act on an image only through the prompt's tokens. That is the paper's
-# case for leaving other prompts alone; on the shapes backbone the striped LoRA drifted more this way, in the
-# fill of prompts that never name stripes (adapters/EXPERIMENTS.md).
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "all": DEFAULT_UNET_TARGETS,
-    "cross-attention": ("attn2.to_k", "attn2.to_v"),
-}
+from adapters.training.options import LORA_TARGETS, MAX_RANK
 
 
 def train_lora(

@@ -19,9 +19,8 @@ from adapters.text_encoder import encode_inputs_embeds
 from adapters.textual_inversion import build_inputs_embeds
 from adapters.training.data import TrainingSet
 from adapters.training.loop import EncodeText, Settings, train
+from adapters.training.options import MAX_VECTORS
 from adapters.types import TextualInversion
-
-MAX_VECTORS = 16  # adapters.validate.ExportLimits.max_ti_vectors
 
 
 def check_token(pipe: StableDiffusionPipeline, token: str, data: TrainingSet) -> None:

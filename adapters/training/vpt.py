@@ -18,11 +18,9 @@ from adapters.packing import vpt_mask_name, vpt_name
 from adapters.spec import BackboneSpec
 from adapters.training.data import TrainingSet
 from adapters.training.loop import Settings, frozen_text, train
+from adapters.training.options import DEPTHS, MAX_TOKENS
 from adapters.types import VPTAdapter
 from adapters.vpt import convert_pre_norm_tokens
-
-MAX_TOKENS = 8  # the export's default P (`diffplex export --vpt-tokens`)
-DEPTHS = ("shallow", "deep")
 
 
 def train_vpt(

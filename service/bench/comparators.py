@@ -7,7 +7,7 @@ import torch
 
 from export.guidance import classifier_free_guidance
 from service.engine import Engine, GenerationRequest, GenerationResult
-from service.runtime.base import Banks, Runtime
+from service.runtime.base import AddedCond, Banks, Runtime
 
 
 class SplitCFGRuntime(Runtime):
@@ -23,6 +23,11 @@ class SplitCFGRuntime(Runtime):
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.inner.encode_text(inputs_embeds, adapter_slot, banks)
 
+    def encode_text_2(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.encode_text_2(inputs_embeds, eos_index, adapter_slot, banks)
+
     def unet_cfg(
         self,
         sample: torch.Tensor,
@@ -34,9 +39,17 @@ class SplitCFGRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
-        cond_pred = self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free)
-        uncond_pred = self.inner.unet(sample, timestep, uncond, adapter_slot, banks, adapter_free=adapter_free)
+        cond_added = uncond_added = None
+        if added is not None:  # SDXL: each half with its own pooled embedding, the same time ids
+            cond_added = {"text_embeds": added["text_embeds"], "time_ids": added["time_ids"]}
+            uncond_added = {"text_embeds": added["uncond_text_embeds"], "time_ids": added["time_ids"]}
+        free = adapter_free
+        cond_pred = self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=free, added=cond_added)
+        uncond_pred = self.inner.unet(
+            sample, timestep, uncond, adapter_slot, banks, adapter_free=free, added=uncond_added
+        )
         return classifier_free_guidance(cond_pred, uncond_pred, guidance_scale)
 
     def unet(
@@ -48,8 +61,9 @@ class SplitCFGRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
-        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free)
+        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free, added=added)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.inner.vae_encode(image)

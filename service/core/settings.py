@@ -12,6 +12,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
 from models.shapes.paths import PIPELINE_DIR
 
 MiB = 1 << 20
@@ -87,9 +88,9 @@ class EngineSettings(BaseModel):
     max_active: int = Field(64, ge=1)  # requests holding latents at once
     idle_wait_s: float = Field(0.05, gt=0)  # how long the idle engine thread sleeps when no submission wakes it
     # R, the PyTorch backend's rank cap: the largest total LoRA rank a request may put on one module (exported
-    # backends read theirs from the manifest). adapters.lora.DEFAULT_LORA_RANK; each call's banks carry their own.
-    lora_rank: int = Field(128, ge=1)
-    vpt_tokens: int = 8  # P, likewise
+    # backends read theirs from the manifest); each call's banks carry their own.
+    lora_rank: int = Field(DEFAULT_LORA_RANK, ge=1)
+    vpt_tokens: int = DEFAULT_VPT_TOKENS  # P, likewise
     threads: int | None = None
     # Exported backends: run calls whose rows carry no adapter on the U-Net graphs without banks (1.5x
     # faster on the shapes backbone, BENCHMARKS.md) at the cost of a second session per U-Net graph (its

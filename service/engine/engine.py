@@ -37,7 +37,7 @@ from service.engine.model_runner import ModelRunner
 from service.engine.request import GenerationRequest
 from service.engine.samplers import make_scheduler, step_kwargs
 from service.engine.scheduler import pick_rows
-from service.engine.text import PromptEncoder
+from service.engine.text import PromptEncoder, TextConditioning
 from service.engine.work_rate import WorkRate
 from service.runtime.base import Runtime
 
@@ -93,7 +93,7 @@ class Engine:
         callbacks = progress or [None] * len(requests)
         for request in requests:
             if not request.validated(self.info.image_size, self.size_multiple):
-                request.validate(self.info.image_size, self.size_multiple)
+                request.validate(self.info.image_size, self.size_multiple, self.info.xl is not None)
         entries = [
             ActiveRequest(request, Future(), callback, time.perf_counter(), threading.Event())
             for request, callback in zip(requests, callbacks, strict=True)
@@ -262,16 +262,13 @@ class Engine:
     def _admit_together(self, new: list[ActiveRequest]) -> None:
         """Batched text encoding and per-request setup; the entries become active only if all of it worked."""
         started = time.perf_counter()
-        requests = [e.request for e in new]
-        cond, uncond = self.text.encode_with_uncond(
-            [r.prompt for r in requests],
-            [r.negative_prompt if r.guided else None for r in requests],
-            [r.ti_table() for r in requests],  # built when the request was validated
-            [r.text_adapters() for r in requests],
-        )
+        cond, uncond = self.text.encode_requests([e.request for e in new])
         text_s = time.perf_counter() - started
         for i, entry in enumerate(new):
-            entry.cond, entry.uncond = cond[i : i + 1], uncond[i][None] if uncond[i] is not None else None
+            entry.cond = TextConditioning(
+                cond.hidden[i : i + 1], None if cond.pooled is None else cond.pooled[i : i + 1]
+            )
+            entry.uncond = uncond[i]
             entry.timings["queue_s"] = started - entry.submitted
             entry.timings["text_s"] = text_s
             self._prepare(entry)
@@ -285,6 +282,8 @@ class Engine:
         entry.unet_key = adapter_set_key(request.unet_adapters())
         entry.scheduler = make_scheduler(request.sampler, self.info.scheduler_config, request.steps)
         entry.generator = torch.Generator().manual_seed(request.seed)
+        if self.info.xl is not None:
+            entry.time_ids = request.time_ids(self.info.image_size)
         shape = latent_shape(request, self.info)
         if request.init_image is None:
             entry.latents, entry.timesteps = txt2img_latents(request, entry.scheduler, entry.generator, shape)

@@ -13,6 +13,7 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from service.engine.request import GenerationRequest
+from service.engine.text import TextConditioning
 
 Progress = Callable[[int, int], None]  # (steps done, steps total)
 
@@ -37,8 +38,9 @@ class ActiveRequest:
     scheduler: SchedulerMixin | None = None
     generator: torch.Generator | None = None
     latents: torch.Tensor | None = None
-    cond: torch.Tensor | None = None
-    uncond: torch.Tensor | None = None
+    cond: TextConditioning | None = None
+    uncond: TextConditioning | None = None  # None: unguided
+    time_ids: torch.Tensor | None = None  # SDXL's added time ids [1, 6]
     timesteps: list = field(default_factory=list)
     step: int = 0
     unet_key: str = ""

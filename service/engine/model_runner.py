@@ -18,6 +18,7 @@ from adapters.types import AdapterSet
 from export.guidance import classifier_free_guidance
 from service.engine.guidance import Guidance, row_guidance
 from service.engine.job import ActiveRequest
+from service.engine.text import TextConditioning
 from service.runtime.base import Runtime
 
 
@@ -41,15 +42,18 @@ class ModelRunner:
         fused = [i for i, mode in enumerate(modes) if mode is Guidance.FUSED]
         if fused:
             slots = torch.tensor([slot_of[entries[i].unet_key] for i in fused], dtype=torch.int64)
+            cond = TextConditioning.cat([entries[i].cond for i in fused])
+            uncond = TextConditioning.cat([entries[i].uncond for i in fused])
             noise = self.runtime.unet_cfg(
                 torch.cat([inputs[i][0] for i in fused]),
                 torch.cat([inputs[i][1] for i in fused]),
-                torch.cat([entries[i].cond for i in fused]),
-                torch.cat([entries[i].uncond for i in fused]),
+                cond.hidden,
+                uncond.hidden,
                 _scales([entries[i] for i in fused]),
                 slots,
                 packed.unet,
                 adapter_free=_adapter_free(slots),
+                added=_added([entries[i] for i in fused], cond, uncond),
             )
             self._count(2 * len(fused))
             for k, i in enumerate(fused):
@@ -64,13 +68,15 @@ class ModelRunner:
         if not rows:
             return [out[i] for i in range(len(entries))]
         slots = torch.tensor([slot_of[entries[i].unet_key] for i, _ in rows], dtype=torch.int64)
+        context = TextConditioning.cat([text for _, text in rows])
         noise = self.runtime.unet(
             torch.cat([inputs[i][0] for i, _ in rows]),
             torch.cat([inputs[i][1] for i, _ in rows]),
-            torch.cat([context for _, context in rows]),
+            context.hidden,
             slots,
             packed.unet,
             adapter_free=_adapter_free(slots),
+            added=_added([entries[i] for i, _ in rows], context),
         )
         self._count(len(rows))
         cond = {i: noise[k : k + 1] for k, i in enumerate(unguided + refresh)}
@@ -115,6 +121,18 @@ class ModelRunner:
 def _scales(entries: list[ActiveRequest]) -> torch.Tensor:
     """The rows' guidance scales [N], float32 as the fused graph takes them."""
     return torch.tensor([e.request.guidance_scale for e in entries], dtype=torch.float32)
+
+
+def _added(
+    entries: list[ActiveRequest], cond: TextConditioning, uncond: TextConditioning | None = None
+) -> dict[str, torch.Tensor] | None:
+    """SDXL's added conditioning of a call's rows (`Runtime.unet_cfg`'s `added`); None for SD-1.x/2.x."""
+    if cond.pooled is None:
+        return None
+    added = {"text_embeds": cond.pooled, "time_ids": torch.cat([e.time_ids for e in entries])}
+    if uncond is not None:
+        added["uncond_text_embeds"] = uncond.pooled
+    return added
 
 
 def _adapter_free(slots: torch.Tensor) -> bool:

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from adapters.types import AdapterSet, LoRAAdapter, TextualInversion, VPTAdapter
 from service.engine.errors import EngineError
@@ -14,6 +15,9 @@ from service.engine.samplers import SAMPLERS
 _ids = itertools.count(1)
 
 MAX_SIDE_FACTOR = 4  # the largest side a request may generate, in multiples of the backbone's native size
+MAX_MICRO_SIZE = 16384  # SDXL's size conditioning (original / target size, crop corner): pixels, each value
+TEXT_ENCODER_PREFIXES = ("text_encoder.", "text_encoder_2.")  # LoRA layers on either text encoder (SDXL has two)
+XL_FIELDS = ("prompt_2", "negative_prompt_2", "original_size", "crops_coords_top_left", "target_size")
 
 
 def max_side(native_size: int) -> int:
@@ -30,7 +34,7 @@ def side_supported(side: int, native_size: int, multiple: int) -> bool:
 class GenerationRequest:
     prompt: str
     seed: int
-    negative_prompt: str = ""
+    negative_prompt: str | None = None  # None: not given ("" for SD-1.x/2.x; zeros for SDXL where its config says)
     steps: int = 25
     guidance_scale: float = 5.0
     sampler: str = "ddim"
@@ -45,6 +49,14 @@ class GenerationRequest:
     init_image: np.ndarray | None = None  # img2img: uint8 [H, W, 3]
     strength: float = 0.8
     tenant: str = ""
+    # SDXL only (XL_FIELDS), as diffusers' StableDiffusionXLPipeline takes them: the second encoder's prompts
+    # (default: the first ones) and the size conditioning, (height, width) / (top, left) pixels; the sizes
+    # default to the generated image's, the crop corner to (0, 0).
+    prompt_2: str | None = None
+    negative_prompt_2: str | None = None
+    original_size: tuple[int, int] | None = None
+    crops_coords_top_left: tuple[int, int] = (0, 0)
+    target_size: tuple[int, int] | None = None
     request_id: str = field(default_factory=lambda: f"r{next(_ids)}")
     # Set by `validate`: the (native size, multiple) it passed for, so the engine trusts a planned request
     # instead of checking it again, and the TI table it built, which the engine splices prompts with.
@@ -63,25 +75,39 @@ class GenerationRequest:
             self._ti_table = ti_table([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
         return self._ti_table
 
+    def ti_table_2(self) -> dict:
+        """Token -> the second encoder's vectors (SDXL embeddings' `clip_g`); empty for one-encoder embeddings."""
+        from adapters.textual_inversion import ti_table_2
+
+        return ti_table_2([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+
+    def time_ids(self, native_size: int) -> torch.Tensor:
+        """SDXL's added time ids [1, 6]: original size, crop top-left, target size ((height, width) pixels)."""
+        size = (self.height or native_size, self.width or native_size)
+        values = (*(self.original_size or size), *self.crops_coords_top_left, *(self.target_size or size))
+        return torch.tensor([values], dtype=torch.float32)
+
     def unet_adapters(self) -> AdapterSet:
         return tuple((a, w) for a, w in self.adapters if isinstance(a, LoRAAdapter | VPTAdapter))
 
     def text_adapters(self) -> AdapterSet:
-        """What changes the text encoder's output: TI vectors and LoRAs with text-encoder layers."""
+        """What changes the text encoders' output: TI vectors and LoRAs with text-encoder layers."""
         return tuple(
             (a, w)
             for a, w in self.adapters
             if isinstance(a, TextualInversion)
-            or (isinstance(a, LoRAAdapter) and any(n.startswith("text_encoder.") for n in a.layers))
+            or (isinstance(a, LoRAAdapter) and any(n.startswith(TEXT_ENCODER_PREFIXES) for n in a.layers))
         )
 
     def validated(self, native_size: int, multiple: int) -> bool:
         """Whether `validate` passed for these sizes (planning validates; the engine then does not again)."""
         return self._valid_for == (native_size, multiple)
 
-    def validate(self, native_size: int, multiple: int) -> None:
+    def validate(self, native_size: int, multiple: int, xl: bool = False) -> None:
         """EngineError naming the first field the engine cannot run as given; AdapterError for a token that two
-        of its embeddings define. Call it once, after the last change to the request."""
+        of its embeddings define. `xl`: the model is SDXL (the XL_FIELDS apply). Call it once, after the last
+        change to the request."""
+        self._check_xl_fields(xl)
         if not 1 <= self.steps <= 500:
             raise EngineError(f"steps must be between 1 and 500, not {self.steps}")
         if self.sampler not in SAMPLERS:
@@ -116,3 +142,19 @@ class GenerationRequest:
                 )
         self.ti_table()  # a token owned twice fails here, before anything is queued
         self._valid_for = (native_size, multiple)
+
+    def _check_xl_fields(self, xl: bool) -> None:
+        if not xl:
+            if given := [name for name in XL_FIELDS if getattr(self, name) not in (None, (0, 0))]:
+                raise EngineError(
+                    f"{', '.join(given)} condition SDXL models only; the served model is SD-1.x/2.x-shaped: leave "
+                    f"{'it' if len(given) == 1 else 'them'} out"
+                )
+            return
+        for name in ("original_size", "crops_coords_top_left", "target_size"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            low = 0 if name == "crops_coords_top_left" else 1
+            if len(value) != 2 or not all(low <= v <= MAX_MICRO_SIZE for v in value):
+                raise EngineError(f"{name} must be two integers from {low} to {MAX_MICRO_SIZE}, not {list(value)}")

@@ -49,7 +49,29 @@ class ImageParams(BaseModel):
     style: str | None = Field(
         default=None, max_length=MAX_FIELD_CHARS, description="OpenAI's style: has no effect here (use the prompt)"
     )
-    negative_prompt: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    negative_prompt: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT_CHARS,
+        description="what to steer away from; left out, SDXL models whose config says so use zero embeddings",
+    )
+    # SDXL only (a 400 on SD-1.x/2.x models), as diffusers' StableDiffusionXLPipeline takes them.
+    prompt_2: str | None = Field(
+        default=None, max_length=MAX_TEXT_CHARS, description="SDXL: the second text encoder's prompt (default: prompt)"
+    )
+    negative_prompt_2: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT_CHARS,
+        description="SDXL: the second text encoder's negative prompt (default: negative_prompt)",
+    )
+    original_size: tuple[int, int] | None = Field(
+        default=None, description="SDXL size conditioning: [height, width] of the 'original' image (default: size)"
+    )
+    crops_coords_top_left: tuple[int, int] | None = Field(
+        default=None, description="SDXL size conditioning: [top, left] of the crop (default [0, 0])"
+    )
+    target_size: tuple[int, int] | None = Field(
+        default=None, description="SDXL size conditioning: [height, width] aimed at (default: size)"
+    )
     steps: int = Field(default=25, ge=1)
     guidance_scale: float = Field(default=5.0, allow_inf_nan=False)
     sampler: str = Field(default="ddim", max_length=32)

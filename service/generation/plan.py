@@ -21,7 +21,7 @@ from service.engine.request import max_side, side_supported
 from service.generation.images import ImageInputError, parse_size
 from service.generation.params import MAX_SEED, ImageParams
 from service.generation.prompt import PromptError, Tag, embeddings_used, extract_tags
-from service.generation.warnings import request_warnings, trained_words
+from service.generation.warnings import request_warnings, trained_words, zeroed_negative_warning
 from service.hotload.cache import AdapterCache
 from service.runtime.base import BackboneInfo
 from service.stores.base import AdapterMeta, Store
@@ -55,8 +55,8 @@ def check_limits(params: ImageParams, settings: Settings) -> None:
         raise InvalidRequest(f"n is {params.n}; at most {limits.max_n} images per request", param="n")
     if params.steps > limits.max_steps:
         raise InvalidRequest(f"steps is {params.steps}; the limit is {limits.max_steps}", param="steps")
-    for field, text in (("prompt", params.prompt), ("negative_prompt", params.negative_prompt)):
-        if len(text) > limits.max_prompt_chars:
+    for field in ("prompt", "negative_prompt", "prompt_2", "negative_prompt_2"):
+        if (text := getattr(params, field)) is not None and len(text) > limits.max_prompt_chars:
             raise InvalidRequest(
                 f"{field} has {len(text)} characters; the limit is {limits.max_prompt_chars}", param=field
             )
@@ -115,13 +115,19 @@ def resolve_adapters(
             )
         check_named_kind(metas[name], tag_kind)
     chosen = [(metas[n], w) for n, w, _ in wanted]
-    for meta in embeddings_used([prompt, params.negative_prompt], metas.values()):
+    for meta in embeddings_used(texts(params, prompt), metas.values()):
         chosen.append((meta, 1.0))
     if len(chosen) > max_per_request:
         raise InvalidRequest(
             f"the request uses {len(chosen)} adapters; the limit is {max_per_request}", param="adapters"
         )
     return tuple((cache.get(tenant, meta), weight) for meta, weight in chosen)
+
+
+def texts(params: ImageParams, prompt: str) -> list[str]:
+    """The request's texts the model reads (`prompt` with its tags removed), where embeddings' tokens may stand."""
+    others = (params.negative_prompt, params.prompt_2, params.negative_prompt_2)
+    return [prompt, *(text for text in others if text is not None)]
 
 
 def check_named_kind(meta: AdapterMeta, tag_kind: str | None) -> None:
@@ -179,6 +185,11 @@ def plan(
             prompt=prompt,
             seed=seed + i,
             negative_prompt=params.negative_prompt,
+            prompt_2=params.prompt_2,
+            negative_prompt_2=params.negative_prompt_2,
+            original_size=params.original_size,
+            crops_coords_top_left=params.crops_coords_top_left or (0, 0),
+            target_size=params.target_size,
             steps=params.steps,
             guidance_scale=params.guidance_scale,
             sampler=params.sampler,
@@ -200,13 +211,15 @@ def plan(
     for request in requests:
         # EngineError, or AdapterError for a token two of the tenant's embeddings define -> 400, before anything
         # is queued; the engine trusts a request validated here and does not check it again.
-        request.validate(info.image_size, size_multiple)
+        request.validate(info.image_size, size_multiple, info.xl is not None)
     defined = [t for adapter, _ in adapters if isinstance(adapter, TextualInversion) for t in adapter.tokens]
     warnings = request_warnings(
-        [prompt, params.negative_prompt],
+        texts(params, prompt),
         defined,
         trained_words(info.tokenizer_dir),
         (width, height),
         info.image_size,
     )
+    zeroes = info.xl is not None and info.xl.force_zeros_for_empty_prompt
+    warnings += zeroed_negative_warning(params.negative_prompt, params.negative_prompt_2, zeroes)
     return Plan(requests, prompt if prompt != params.prompt else None, params.response_format, warnings)

@@ -6,6 +6,8 @@ dropped silently. Each is a request the service still runs (a refusal would be a
   (`tokenizer/trained_words.json`; the embedded model does): they have no reliable effect unless an adapter
   teaches them.
 - A size other than the model's native one: it draws best (and places things where asked) at that size.
+- SDXL: a `negative_prompt_2` without `negative_prompt` on a model whose config zeroes the negative side
+  (`force_zeros_for_empty_prompt`): diffusers then ignores it, and so does diffplex, to give diffusers' image.
 """
 
 from __future__ import annotations
@@ -84,3 +86,14 @@ def request_warnings(
             "and places and sizes things as asked, at its native size"
         )
     return out
+
+
+def zeroed_negative_warning(negative_prompt: str | None, negative_prompt_2: str | None, zeroes: bool) -> list[str]:
+    """`zeroes`: an SDXL model whose config sets `force_zeros_for_empty_prompt`."""
+    if zeroes and negative_prompt is None and negative_prompt_2 is not None:
+        return [
+            "negative_prompt_2 has no effect without negative_prompt on this model: its config "
+            "(force_zeros_for_empty_prompt) makes the negative embeddings zeros when no negative_prompt is given, as "
+            "diffusers does; give negative_prompt too"
+        ]
+    return []

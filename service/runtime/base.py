@@ -16,6 +16,23 @@ import torch
 from adapters.spec import BackboneSpec
 
 Banks = Mapping[str, torch.Tensor]
+# SDXL's added conditioning of a U-Net call, per row: `text_embeds` [N, pooled] and `time_ids` [N, 6], and for a
+# fused-CFG call `uncond_text_embeds` too (graphs.py `UNetCFGXLGraph`).
+AddedCond = Mapping[str, torch.Tensor]
+ADDED_COND = ("text_embeds", "time_ids")
+ADDED_COND_CFG = ("text_embeds", "uncond_text_embeds", "time_ids")
+
+
+@dataclass(frozen=True)
+class XLInfo:
+    """SDXL's second text side as the host sees it: its tokenizer and token table (prompts are spliced with
+    embeddings' `clip_g` vectors there), the pooled embedding's width, and what a request without a negative
+    prompt gets (`force_zeros_for_empty_prompt`: zero negative embeddings, as diffusers' pipeline does)."""
+
+    tokenizer_dir: Path
+    token_embedding: torch.Tensor  # [vocab, D2], shared and never mutated
+    pooled_dim: int
+    force_zeros_for_empty_prompt: bool
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,7 @@ class BackboneInfo:
     # An export made before the banks' rank axis was dynamic: its graphs take banks of exactly `lora_rank`, so
     # every call is packed at it (`pack_banks(fixed_rank=True)`) instead of at its own rank bucket.
     lora_rank_fixed: bool = False
+    xl: XLInfo | None = None  # SDXL's second text encoder and added conditioning; None for SD-1.x/2.x
 
     @property
     def image_size(self) -> int:
@@ -51,9 +69,24 @@ class Runtime(ABC):
     name: str
     info: BackboneInfo
 
+    def added_args(self, added: AddedCond | None, names: tuple[str, ...]) -> list[torch.Tensor]:
+        """The added-conditioning tensors in graph order: all of `names` for an SDXL backbone, none otherwise."""
+        if (added is not None) != (self.info.xl is not None):
+            model = "an SDXL" if self.info.xl is not None else "an SD-1.x/2.x"
+            raise ValueError(f"{model} U-Net call {'needs' if self.info.xl else 'takes no'} added conditioning")
+        return [] if added is None else [added[name] for name in names]
+
     @abstractmethod
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
-        """[N, L, D] token embeddings -> [N, L, D'] last hidden state (text-encoder LoRA banks)."""
+        """[N, L, D] token embeddings -> [N, L, D'] hidden states (text-encoder LoRA banks): the last layer's,
+        normed; for SDXL the penultimate layer's."""
+
+    def encode_text_2(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL's second encoder: [N, L, D2] token embeddings and each row's EOS position [N] -> penultimate
+        hidden states [N, L, D2] and the pooled embedding [N, pooled] (its own LoRA banks)."""
+        raise NotImplementedError(f"the {self.name} backend does not run SDXL's second text encoder")
 
     @abstractmethod
     def unet_cfg(
@@ -67,12 +100,14 @@ class Runtime(ABC):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
         """Guided noise for N rows from one pass over 2N rows.
 
         `adapter_free`: the caller vouches that every row is in slot 0 and slot 0's banks are zero (as
         `pack_banks` makes them), so the output is the base model's: a backend may then run its adapter-free
-        graph, which skips the banks' cost. False is always correct.
+        graph, which skips the banks' cost. False is always correct. `added`: SDXL's added conditioning
+        (`ADDED_COND_CFG`), required for an SDXL backbone and refused otherwise.
         """
 
     @abstractmethod
@@ -85,8 +120,9 @@ class Runtime(ABC):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
-        """Unguided model output for N rows (`adapter_free` as in `unet_cfg`)."""
+        """Unguided model output for N rows (`adapter_free` as in `unet_cfg`; `added`: `ADDED_COND` for SDXL)."""
 
     @abstractmethod
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,21 @@ from safetensors.torch import load_file
 
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from export.backbone import Backbone
-from export.manifest import TOKEN_EMBEDDINGS, Manifest
-from service.runtime.base import BackboneInfo
+from export.manifest import TOKEN_EMBEDDING, TOKEN_EMBEDDING_2, TOKEN_EMBEDDINGS, Manifest
+from service.runtime.base import BackboneInfo, XLInfo
 
 
 def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
     fixed = manifest.fixed_lora_rank
+    tables = load_file(export_dir / TOKEN_EMBEDDINGS)
+    xl = None
+    if manifest.sdxl is not None:
+        xl = XLInfo(
+            tokenizer_dir=export_dir / "tokenizer_2",
+            token_embedding=tables[TOKEN_EMBEDDING_2],
+            pooled_dim=int(manifest.sdxl["pooled_dim"]),
+            force_zeros_for_empty_prompt=bool(manifest.sdxl["force_zeros_for_empty_prompt"]),
+        )
     return BackboneInfo(
         spec=manifest.spec,
         lora_rank=manifest.lora_rank if fixed is None else fixed,  # equal in every export that fixed it
@@ -32,8 +41,9 @@ def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
         scaling_factor=manifest.scaling_factor,
         scheduler_config=json.loads((export_dir / "scheduler" / "scheduler_config.json").read_text()),
         tokenizer_dir=export_dir / "tokenizer",
-        token_embedding=load_file(export_dir / TOKEN_EMBEDDINGS)["token_embedding"],
+        token_embedding=tables[TOKEN_EMBEDDING],
         lora_rank_fixed=fixed is not None,
+        xl=xl,
     )
 
 
@@ -46,7 +56,9 @@ def pipeline_info(
 ) -> BackboneInfo:
     """R (the rank cap) and P are the PyTorch backend's choice (an export records its own); P is 0 where the U-Net
     takes no VPT. The reference modules take banks of any rank, so every call is packed at its own."""
-    spec = build_spec(backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets)
+    spec = build_spec(
+        backbone.unet, backbone.text_encoder, unet_targets, text_encoder_targets, text_encoder_2=backbone.text_encoder_2
+    )
     return BackboneInfo(
         spec=spec,
         lora_rank=lora_rank,
@@ -59,4 +71,16 @@ def pipeline_info(
         scheduler_config=backbone.scheduler_config,
         tokenizer_dir=backbone.model_dir / "tokenizer",
         token_embedding=backbone.text_encoder.get_input_embeddings().weight.detach().cpu(),
+        xl=_xl_info(backbone),
+    )
+
+
+def _xl_info(backbone: Backbone) -> XLInfo | None:
+    if backbone.text_encoder_2 is None:
+        return None
+    return XLInfo(
+        tokenizer_dir=backbone.model_dir / "tokenizer_2",
+        token_embedding=backbone.text_encoder_2.get_input_embeddings().weight.detach().cpu(),
+        pooled_dim=backbone.pooled_dim,
+        force_zeros_for_empty_prompt=backbone.force_zeros_for_empty_prompt,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from service.core.metrics import Metrics
-from service.runtime.base import Banks, Runtime
+from service.runtime.base import AddedCond, Banks, Runtime
 
 
 class InstrumentedRuntime(Runtime):
@@ -22,6 +22,11 @@ class InstrumentedRuntime(Runtime):
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.inner.encode_text(inputs_embeds, adapter_slot, banks)
 
+    def encode_text_2(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner.encode_text_2(inputs_embeds, eos_index, adapter_slot, banks)
+
     def unet_cfg(
         self,
         sample: torch.Tensor,
@@ -33,10 +38,11 @@ class InstrumentedRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
         self.metrics.unet_rows.labels("cfg").observe(2 * sample.shape[0])
         return self.inner.unet_cfg(
-            sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, adapter_free=adapter_free
+            sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, adapter_free=adapter_free, added=added
         )
 
     def unet(
@@ -48,9 +54,10 @@ class InstrumentedRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
         self.metrics.unet_rows.labels("plain").observe(sample.shape[0])
-        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free)
+        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free, added=added)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.inner.vae_encode(image)

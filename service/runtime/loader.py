@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.lora import DEFAULT_LORA_RANK
+from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
 from service.core.settings import BACKENDS, Backend
 from service.runtime.base import BackboneInfo, Runtime
 
@@ -24,7 +24,7 @@ def load_runtime(
     model_dir: Path,
     export_dir: Path | None = None,
     lora_rank: int = DEFAULT_LORA_RANK,
-    vpt_tokens: int = 8,
+    vpt_tokens: int = DEFAULT_VPT_TOKENS,
     threads: int | None = None,
     fp16: bool = False,
     base_graphs: bool = True,
@@ -51,7 +51,7 @@ def load_backbone_info(
     model_dir: Path,
     export_dir: Path | None = None,
     lora_rank: int = DEFAULT_LORA_RANK,
-    vpt_tokens: int = 8,
+    vpt_tokens: int = DEFAULT_VPT_TOKENS,
     model_variant: str | None = None,
 ) -> BackboneInfo:
     """`load_runtime(...).info` (the same spec and fingerprint) without a graph session or a model parameter:

@@ -17,10 +17,11 @@ import onnxruntime as ort
 import torch
 
 from adapters.packing import VPT_MASK
+from export.graph_names import TEXT_ENCODER_2
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
 from export.manifest import BASE_VARIANT, LORA_VARIANT, GraphEntry, family_variant, load_manifest
 from export.ort_session import available_providers, open_session
-from service.runtime.base import Banks, Runtime
+from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, Runtime
 from service.runtime.info import export_info
 
 
@@ -48,21 +49,26 @@ class GraphRunner:
         self.session = session
         self.cuda = cuda
         self.inputs = [i.name for i in session.get_inputs()]
-        self.output = session.get_outputs()[0].name
+        self.outputs = [o.name for o in session.get_outputs()]
         self.calls = 0  # which session served a call, for tests and debugging
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The graph's first output (every graph but SDXL's second text encoder has one)."""
+        return self.run_all(tensors)[0]
+
+    def run_all(self, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         self.calls += 1
         feed = {name: np.ascontiguousarray(tensors[name].numpy()) for name in self.inputs}
         if not self.cuda:
-            return torch.from_numpy(self.session.run([self.output], feed)[0])
-        # I/O binding: inputs copied to the GPU once, the output allocated there by ORT, one copy back.
+            return [torch.from_numpy(a) for a in self.session.run(self.outputs, feed)]
+        # I/O binding: inputs copied to the GPU once, the outputs allocated there by ORT, one copy back.
         binding = self.session.io_binding()
         for name, array in feed.items():
             binding.bind_cpu_input(name, array)
-        binding.bind_output(self.output, "cuda")
+        for name in self.outputs:
+            binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
-        return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
+        return [torch.from_numpy(a) for a in binding.copy_outputs_to_cpu()]
 
 
 class OnnxRuntime(Runtime):
@@ -106,6 +112,15 @@ class OnnxRuntime(Runtime):
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.graphs[TEXT_ENCODER]({"inputs_embeds": inputs_embeds, "adapter_slot": adapter_slot, **banks})
 
+    def encode_text_2(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if TEXT_ENCODER_2 not in self.graphs:
+            return super().encode_text_2(inputs_embeds, eos_index, adapter_slot, banks)
+        feed = {"inputs_embeds": inputs_embeds, "eos_index": eos_index, "adapter_slot": adapter_slot, **banks}
+        hidden, pooled = self.graphs[TEXT_ENCODER_2].run_all(feed)
+        return hidden, pooled
+
     def unet_cfg(
         self,
         sample: torch.Tensor,
@@ -117,6 +132,7 @@ class OnnxRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
         tensors = {
             "sample": sample,
@@ -125,6 +141,7 @@ class OnnxRuntime(Runtime):
             "uncond_hidden_states": uncond,
             "guidance_scale": guidance_scale.float(),
         }
+        tensors |= dict(zip(ADDED_COND_CFG, self.added_args(added, ADDED_COND_CFG), strict=False))
         return self._unet(UNET_CFG, tensors, adapter_slot, banks, adapter_free)
 
     def unet(
@@ -136,8 +153,10 @@ class OnnxRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
         tensors = {"sample": sample, "timestep": timestep.float(), "encoder_hidden_states": cond}
+        tensors |= dict(zip(ADDED_COND, self.added_args(added, ADDED_COND), strict=False))
         return self._unet(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free)
 
     def _unet(

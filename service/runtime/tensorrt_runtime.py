@@ -30,6 +30,11 @@ class TensorRTRuntime(OnnxRuntime):
     def __init__(self, export_dir: Path, expected_fingerprint: str | None = None, fp16: bool = False) -> None:
         export_dir = Path(export_dir)
         manifest = load_manifest(export_dir, expected_fingerprint)
+        if manifest.sdxl is not None:
+            raise FileNotFoundError(
+                f"{export_dir} is an SDXL export: TensorRT engines for SDXL are not built yet; serve it with "
+                "DIFFPLEX_BACKEND=onnxruntime"
+            )
         key = "tensorrt_fp16" if fp16 else "tensorrt"
         if missing := [g for g, e in manifest.graphs.items() if key not in e.variants]:
             flag = "--tensorrt --fp16" if fp16 else "--tensorrt"

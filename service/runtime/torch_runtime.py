@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from adapters.lora import DEFAULT_LORA_RANK
-from adapters.packing import RANK_AXIS
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
+from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
 from export.backbone import load_backbone
-from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, bank_specs, build_graph_modules
-from service.runtime.base import Banks, Runtime
+from export.graph_names import TEXT_ENCODER_2
+from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN
+from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, Runtime
 from service.runtime.info import pipeline_info
 
 
@@ -22,7 +22,7 @@ class TorchRuntime(Runtime):
         self,
         model_dir: Path,
         lora_rank: int = DEFAULT_LORA_RANK,  # the cap; each call's banks carry their own rank
-        vpt_tokens: int = 8,
+        vpt_tokens: int = DEFAULT_VPT_TOKENS,
         device: str = "cpu",
         unet_targets: tuple[str, ...] = DEFAULT_UNET_TARGETS,
         text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
@@ -32,13 +32,14 @@ class TorchRuntime(Runtime):
         self.info = pipeline_info(backbone, lora_rank, vpt_tokens, unet_targets, text_encoder_targets)
         spec, vpt_tokens = self.info.spec, self.info.vpt_tokens
         self.device = torch.device(device)
-        for module in (backbone.unet, backbone.text_encoder, backbone.vae):
-            module.to(self.device)
-        self.modules = build_graph_modules(backbone.unet, backbone.text_encoder, backbone.vae, spec, vpt_tokens)
-        self._bank_order = {
-            component: [b.name for b in bank_specs(spec, component, RANK_AXIS, vpt_tokens)]
-            for component in ("unet", "text_encoder")
-        }
+        for module in (backbone.unet, backbone.text_encoder, backbone.vae, backbone.text_encoder_2):
+            if module is not None:
+                module.to(self.device)
+        self.modules = backbone.graph_modules(spec, vpt_tokens)
+        # Each graph's bank arguments, in its order (SDXL's first encoder takes none for its unused last layer).
+        graphs = {"unet": UNET_PLAIN, "text_encoder": TEXT_ENCODER, "text_encoder_2": TEXT_ENCODER_2}
+        components = ("unet", "text_encoder") + (("text_encoder_2",) if backbone.is_xl else ())
+        self._bank_order = {c: self.modules.get(graphs[c]).bank_names for c in components}
 
     def _banks(self, component: str, banks: Banks) -> list[torch.Tensor]:
         return [banks[name].to(self.device) for name in self._bank_order[component]]
@@ -50,6 +51,14 @@ class TorchRuntime(Runtime):
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self._run(TEXT_ENCODER, "text_encoder", banks, inputs_embeds, adapter_slot)
+
+    def encode_text_2(
+        self, inputs_embeds: torch.Tensor, eos_index: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            tensors = [t.to(self.device) for t in (inputs_embeds, eos_index, adapter_slot)]
+            hidden, pooled = self.modules.get(TEXT_ENCODER_2)(*tensors, *self._banks("text_encoder_2", banks))
+            return hidden.float().cpu(), pooled.float().cpu()
 
     # The reference runs every call through the banked modules: `adapter_free` is only a permission to skip them.
     def unet_cfg(
@@ -63,8 +72,10 @@ class TorchRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
-        return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, adapter_slot)
+        extra = self.added_args(added, ADDED_COND_CFG)
+        return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, *extra, adapter_slot)
 
     def unet(
         self,
@@ -75,8 +86,10 @@ class TorchRuntime(Runtime):
         banks: Banks,
         *,
         adapter_free: bool = False,
+        added: AddedCond | None = None,
     ) -> torch.Tensor:
-        return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, adapter_slot)
+        extra = self.added_args(added, ADDED_COND)
+        return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, *extra, adapter_slot)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

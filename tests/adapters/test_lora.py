@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from adapters.errors import AdapterError
-from adapters.lora import DEFAULT_LORA_RANK, concat_layers, delta_weight, lora_rows, lora_scale, rank_bucket
+from adapters.lora import concat_layers, delta_weight, lora_rows, lora_scale, rank_bucket
+from adapters.targets import DEFAULT_LORA_RANK
 from adapters.types import LoRAAdapter, LoRALayer
 
 

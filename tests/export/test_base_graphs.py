@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adapters.packing import VPT_MASK
-from export.graphs import BASE_GRAPHS, graph_io
+from export.graphs import BASE_GRAPHS
 from export.manifest import Manifest
 from export.ort_session import open_session
 from export.parity import BATCH_TOLERANCE, relative_error
@@ -26,9 +26,7 @@ def _run(export_dir: Path, file: str, feed: dict[str, np.ndarray]) -> np.ndarray
 
 def _feed(manifest: Manifest, name: str, seed: int, slot_rows: list[int]) -> dict[str, np.ndarray]:
     """Seeded inputs of the banked graph: slot 0 is zero, slots 1 and 2 hold random LoRA and VPT banks."""
-    inputs, _ = graph_io(
-        name, manifest.spec, manifest.rank_dim, manifest.vpt_tokens, manifest.latent_channels, manifest.text_dim
-    )
+    inputs, _ = manifest.graph_io(name)
     size = manifest.latent_size
     dims = Dims(ROWS, 3, size, size, manifest.spec.max_length, manifest.vae_scale_factor, rank=16)
     values = random_inputs(inputs, dims, seed=seed, slot_rows=slot_rows)

@@ -9,8 +9,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from adapters.lora import DEFAULT_LORA_RANK
 from adapters.packing import ADAPTER_SLOT, RANK_AXIS, is_lora_bank
+from adapters.targets import DEFAULT_LORA_RANK
 from export.errors import ExportError
 from export.exporter import ExportOptions, export_pipeline
 from export.graphs import BASE_GRAPHS, GRAPHS, UNET_CFG

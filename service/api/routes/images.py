@@ -24,7 +24,8 @@ from service.generation.images import ImageInputError, decode_image
 
 router = APIRouter(tags=["images"])
 
-JSON_FORM_FIELDS = ("adapters", "guidance_interval")  # structured values sent as JSON strings in a form
+# Structured values sent as JSON strings in a form (the last three: SDXL's size conditioning, e.g. "[1024, 1024]").
+JSON_FORM_FIELDS = ("adapters", "guidance_interval", "original_size", "crops_coords_top_left", "target_size")
 MAX_NUMBER_CHARS = 32  # `strength`: a number, not a megabyte of digits
 DISCONNECT_POLL_S = 0.5
 
@@ -75,7 +76,7 @@ async def _uploaded_image(data: bytes, largest: int) -> np.ndarray:
 )
 async def edits(request: Request, state: State, caller: Caller, model: Model) -> Any:
     """Image to image: multipart `image` (PNG, JPEG or WebP), `prompt`, `strength` (0-1, default 0.8) and the
-    generation fields as form fields (`adapters` and `guidance_interval` as JSON)."""
+    generation fields as form fields (`adapters`, `guidance_interval` and SDXL's sizes as JSON)."""
     form = await request.form(max_files=2, max_fields=64)
     image = form.get("image") or form.get("image[]")
     if not isinstance(image, UploadFile):

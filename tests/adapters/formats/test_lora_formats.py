@@ -106,8 +106,8 @@ def test_refused_layouts() -> None:
         load_adapter(
             peft_file(
                 extra={
-                    "text_encoder_2.a.lora_A.weight": torch.ones(4, 8),
-                    "text_encoder_2.a.lora_B.weight": torch.ones(8, 4),
+                    "transformer.a.lora_A.weight": torch.ones(4, 8),  # SDXL's text_encoder_2 parses now
+                    "transformer.a.lora_B.weight": torch.ones(8, 4),
                 }
             )
         )

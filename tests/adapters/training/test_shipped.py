@@ -1,4 +1,5 @@
-"""The shipped textual inversion: the file its report describes, for the backbone it was trained on."""
+"""The shipped adapters: each the file its report describes, for the backbone it was trained on, at the figures the
+docs quote."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from adapters.spec import build_spec
 from adapters.training.data import CONCEPTS
 from adapters.training.evaluate import CONCEPT_TARGET
 from adapters.training.loop import load_frozen_pipeline
-from adapters.types import TextualInversion
+from adapters.types import LoRAAdapter, TextualInversion, VPTAdapter
 from adapters.validate import ExportLimits, validate
 from models.shapes.train_backbone import PIPELINE_DIR
 
@@ -31,3 +32,22 @@ def test_the_emblem_file_is_its_reports_and_fits_the_backbone() -> None:
     spec = build_spec(pipe.unet, pipe.text_encoder)
     assert spec.fingerprint == report["training"]["backbone_fingerprint"]
     validate(adapter, spec, ExportLimits(16, 8))
+
+
+# name -> (kind, the concept accuracy the docs quote): shipped at their best measured figures (adapters/README.md)
+TRAINED: dict[str, tuple[type, float]] = {"night": (VPTAdapter, 0.90625), "striped": (LoRAAdapter, 0.5234375)}
+
+
+def test_the_trained_lora_and_vpt_are_their_reports() -> None:
+    pipe = load_frozen_pipeline(PIPELINE_DIR)
+    spec = build_spec(pipe.unet, pipe.text_encoder)
+    for name, (kind, accuracy) in TRAINED.items():
+        path = SHIPPED / f"{name}.safetensors"
+        report = json.loads((SHIPPED / f"{name}.eval.json").read_text())
+        assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+        assert report["concept"] == name and report["samples"] == 128
+        assert report["concept_accuracy"] == accuracy, name
+        adapter = load_adapter_file(path)
+        assert isinstance(adapter, kind)
+        assert spec.fingerprint == report["training"]["backbone_fingerprint"]
+        validate(adapter, spec, ExportLimits(128, 8))

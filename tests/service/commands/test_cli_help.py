@@ -29,21 +29,8 @@ SUBCOMMANDS = [
 ]
 COMMAND_LINES = [[name] for name in cli.COMMANDS] + SUBCOMMANDS
 
-# Not yet: the parsers of `diffplex adapters train` / `eval` live in adapters/training/cli.py, which imports torch at
-# the top, and so do the modules whose constants its choices are (lora, ti, vpt, evaluate); some of its options
-# have no help yet. Strict: once that is fixed these pass, and the marks must go.
-NOT_YET = {("adapters", "train"), ("adapters", "eval")}
 
-
-def _lines(reason: str) -> list:
-    return [
-        pytest.param(
-            argv,
-            id=" ".join(argv),
-            marks=[pytest.mark.xfail(reason=reason, strict=True)] if tuple(argv[:2]) in NOT_YET else [],
-        )
-        for argv in COMMAND_LINES
-    ]
+LINES = [pytest.param(argv, id=" ".join(argv)) for argv in COMMAND_LINES]
 
 
 # Runs `diffplex ARGV --help` in this fresh interpreter, then names the heavy modules it imported.
@@ -60,7 +47,7 @@ if status not in (0, None) or heavy:
 """
 
 
-@pytest.mark.parametrize("argv", _lines("adapters/training/cli.py imports torch for its parser"))
+@pytest.mark.parametrize("argv", LINES)
 def test_help_imports_no_torch_diffusers_transformers_or_onnx(argv: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True, timeout=300
@@ -101,7 +88,7 @@ def _actions(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Ac
             yield f"{parser.prog} {name}", action
 
 
-@pytest.mark.parametrize("argv", _lines("adapters/training/cli.py: options without help"))
+@pytest.mark.parametrize("argv", LINES)
 def test_every_option_has_help(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     silent = [
         name

@@ -31,3 +31,23 @@ def torch_engine(torch_runtime: TorchRuntime) -> Engine:
 @pytest.fixture
 def ort_engine(ort_runtime: OnnxRuntime) -> Engine:
     return Engine(ort_runtime, EngineSettings(max_rows=32))
+
+
+@pytest.fixture(scope="session")
+def sdxl_runtime(tiny_sdxl_model_dir: Path) -> TorchRuntime:
+    return TorchRuntime(tiny_sdxl_model_dir, vpt_tokens=3)
+
+
+@pytest.fixture
+def sdxl_engine(sdxl_runtime: TorchRuntime) -> Engine:
+    return Engine(sdxl_runtime, EngineSettings(max_rows=32))
+
+
+@pytest.fixture(scope="session")
+def sdxl_ort_runtime(tiny_sdxl_export: tuple[Path, Manifest]) -> OnnxRuntime:
+    return OnnxRuntime(tiny_sdxl_export[0], prefer_gpu=False, threads=1)
+
+
+@pytest.fixture
+def sdxl_ort_engine(sdxl_ort_runtime: OnnxRuntime) -> Engine:
+    return Engine(sdxl_ort_runtime, EngineSettings(max_rows=32))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -32,3 +34,20 @@ def random_vpt(spec: BackboneSpec, seed: int, tokens: int = 2) -> VPTAdapter:
 
 def max_pixel_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def img2img_image(
+    pipe: Any, prompt: str, init: np.ndarray, strength: float, steps: int, guidance: float, seed: int
+) -> np.ndarray:
+    """diffusers' img2img pipeline `pipe` on the uint8 image `init` (as [-1, 1] tensors), as uint8 pixels."""
+    image = torch.from_numpy(init).permute(2, 0, 1)[None].float() / 127.5 - 1
+    out = pipe(
+        prompt,
+        image=image,
+        strength=strength,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="np",
+        generator=torch.Generator().manual_seed(seed),
+    ).images[0]
+    return (out * 255).round().astype(np.uint8)

@@ -12,8 +12,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from adapters.formats import load_adapter
-from adapters.lora import DEFAULT_LORA_RANK
 from adapters.packing import pack_banks
+from adapters.targets import DEFAULT_LORA_RANK
 from adapters.types import LoRAAdapter
 from adapters.validate import ExportLimits
 from export.graphs import UNET_CFG, UNET_PLAIN

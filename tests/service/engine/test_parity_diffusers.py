@@ -12,7 +12,7 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
 from service.engine import SAMPLERS, Engine, GenerationRequest
 from service.engine.samplers import make_scheduler
-from tests.service.engine.helpers import generate, max_pixel_diff
+from tests.service.engine.helpers import generate, img2img_image, max_pixel_diff
 
 PROMPT = "a red circle on a blue background"
 
@@ -60,17 +60,7 @@ def test_img2img_matches_diffusers(sampler: str, torch_engine: Engine, tiny_mode
     )
     pipe.scheduler = make_scheduler(sampler, dict(pipe.scheduler.config), 8)
     pipe.set_progress_bar_config(disable=True)
-    image = torch.from_numpy(init).permute(2, 0, 1)[None].float() / 127.5 - 1
-    out = pipe(
-        PROMPT,
-        image=image,
-        strength=0.6,
-        num_inference_steps=8,
-        guidance_scale=3.0,
-        output_type="np",
-        generator=torch.Generator().manual_seed(5),
-    ).images[0]
-    want = (out * 255).round().astype(np.uint8)
+    want = img2img_image(pipe, PROMPT, init, strength=0.6, steps=8, guidance=3.0, seed=5)
     got = generate(
         torch_engine,
         GenerationRequest(PROMPT, seed=5, steps=8, guidance_scale=3.0, sampler=sampler, init_image=init, strength=0.6),
