@@ -3,7 +3,8 @@
 Suites: engine (the engine's ratios), hotload (adapter upload to first use, cold and warm), memory (RSS per
 hosted adapter), export (export time), precision (fp32 vs fp16, GPU only), profile (where a request's
 time goes), guidance (guidance interval and uncond refresh: rows saved vs judge quality), lora-rank (U-Net call
-time by the LoRA banks' rank); `all` runs every suite but engine, which has its own long run.
+time by the LoRA banks' rank), sdxl (the SDXL engine vs diffusers at SDXL-base's widths); `all` runs every suite
+but engine and sdxl, which have their own long runs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ SUITES = {
     "profile": ("service.bench.profile_bench", "where a request's time goes: graphs, host, PNG, HTTP"),
     "guidance": ("service.bench.guidance_bench", "guidance interval and uncond refresh: rows saved vs judge quality"),
     "lora-rank": ("service.bench.rank_bench", "U-Net call time by LoRA rank: fixed R 16 vs each call's rank bucket"),
+    "sdxl": ("service.bench.sdxl_bench", "SDXL engine vs diffusers at SDXL-base's widths (random weights, ~14 GB)"),
 }
+LONG_SUITES = ("sdxl",)  # not run by `all`: its model alone takes ~14 GB and minutes to build
 
 # Each suite's own options. They live here rather than in the suites' modules, which import torch: the parser is
 # built without importing any suite, so `diffplex bench SUITE --help` answers at once.
@@ -85,6 +88,17 @@ def _guidance_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=25, help="sampling steps of each image (default 25)")
 
 
+def _sdxl_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=4, help="sampling steps of each request (default 4)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds after a warm-up (default 1)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels, a multiple of 32 (default 128)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a diffusers-layout SDXL config directory to build instead of SDXL-base (weights are never read)",
+    )
+
+
 def _rank_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=8, help="U-Net rows per call (default 8)")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds; the median is kept (default 30)")
@@ -100,6 +114,7 @@ OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "profile": _profile_options,
     "guidance": _guidance_options,
     "lora-rank": _rank_options,
+    "sdxl": _sdxl_options,
 }
 
 
@@ -134,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, text) in SUITES.items():
         sub = suites.add_parser(name, parents=[common], help=text, description=_docstring(module))
         OPTIONS[name](sub)
-    suites.add_parser("all", parents=[common], help="every suite but engine, with their defaults")
+    suites.add_parser("all", parents=[common], help="every suite but engine and sdxl, with their defaults")
     return parser
 
 
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         _save("engine", args, results)
     elif args.suite == "all":
         results = {}
-        for name in SUITES:  # each suite with its own defaults and the common options given to `all`
+        for name in [n for n in SUITES if n not in LONG_SUITES]:  # each with its own defaults, the common options
             suite_args = parser.parse_args([name, *argv[1:]])
             suite_args.json = None  # one file per suite; --json gets them all together below
             results[name] = _suite(name, suite_args, command)

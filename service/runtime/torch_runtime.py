@@ -8,7 +8,7 @@ import torch
 
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
 from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
-from export.backbone import load_backbone
+from export.backbone import Backbone, load_backbone
 from export.graph_names import TEXT_ENCODER_2
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN
 from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, Runtime
@@ -20,7 +20,7 @@ class TorchRuntime(Runtime):
 
     def __init__(
         self,
-        model_dir: Path,
+        model_dir: Path | Backbone,  # or a Backbone already built (`diffplex bench sdxl`: random weights)
         lora_rank: int = DEFAULT_LORA_RANK,  # the cap; each call's banks carry their own rank
         vpt_tokens: int = DEFAULT_VPT_TOKENS,
         device: str = "cpu",
@@ -28,7 +28,8 @@ class TorchRuntime(Runtime):
         text_encoder_targets: tuple[str, ...] = DEFAULT_TEXT_ENCODER_TARGETS,
         variant: str | None = None,
     ) -> None:
-        backbone = load_backbone(model_dir, variant)  # fp32 whatever the variant's dtype: the graphs run fp32
+        # fp32 whatever the variant's dtype: the graphs run fp32
+        backbone = model_dir if isinstance(model_dir, Backbone) else load_backbone(model_dir, variant)
         self.info = pipeline_info(backbone, lora_rank, vpt_tokens, unet_targets, text_encoder_targets)
         spec, vpt_tokens = self.info.spec, self.info.vpt_tokens
         self.device = torch.device(device)
