@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from service.core.error_handlers import STORE_OUTAGES
 from service.engine import QueueFull
 from service.jobs.outcome import log_dropped
 from service.jobs.run import JobRunner
@@ -28,6 +29,8 @@ async def resume(runs: JobRunner, record: JobRecord) -> None:
     """Run a crashed replica's job again; with the engine queue full, leave it claimable for the next round."""
     try:
         await runs.start_stored(record)
+    except STORE_OUTAGES:
+        return  # its plan could not read the store: claimed again once its heartbeat is stale and the store back
     except QueueFull:
         record.heartbeat = 0.0  # claimable again on the next round, here or elsewhere
         try:

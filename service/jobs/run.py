@@ -23,6 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 
+from service.core.error_handlers import STORE_OUTAGES
 from service.engine import Cancelled, QueueFull
 from service.generation.generate import ImageRequest, Planner, submit
 from service.generation.plan import Plan
@@ -129,8 +130,10 @@ class JobRunner:
             request, plan = await asyncio.to_thread(self._plan_stored, record)
             # refusing it over its tenant's work cap now would fail a job the client was told is accepted
             live = self.submit(record, plan, request.output(self.store, self.ttl_s), capped=False)
-        except QueueFull:
-            raise  # not a failure of the job: the caller retries
+        except (QueueFull, *STORE_OUTAGES):
+            # not a failure of the job: the engine is full, or the store its plan reads (adapters) is out; the
+            # caller retries (a job that failed here would be lost to an outage it was accepted before)
+            raise
         except Exception as error:  # noqa: BLE001 - e.g. its adapter was deleted meanwhile
             record.status, record.error = "failed", error_body(error)
             await finish(self.store, record, self.ttl_s, self.replica)

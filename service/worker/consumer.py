@@ -20,6 +20,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+from service.core.error_handlers import STORE_OUTAGES
 from service.core.settings import Settings
 from service.engine import Engine, QueueFull
 from service.jobs.manager import JobManager
@@ -156,10 +157,11 @@ class StreamWorker:
         await self._start(_Taken(delivery, record))
 
     async def _start(self, taken: _Taken) -> bool:
-        """False when the engine queue is full: the job waits, still claimed and touched, for room."""
+        """False when the engine queue is full or the store is out: the job waits, still claimed and touched, for
+        room or for the store."""
         try:
             task = await self.jobs.start_stored(taken.record)
-        except QueueFull:
+        except (QueueFull, *STORE_OUTAGES):
             self.waiting.append(taken)
             return False
         entry_id = taken.delivery.entry_id

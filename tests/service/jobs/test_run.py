@@ -117,3 +117,27 @@ async def test_stop_lets_running_jobs_finish(model: LocalModel, jobs: JobManager
     await jobs.stop(timeout=60)
     await engine
     assert stored(jobs, record.id).status == "succeeded"
+
+
+async def test_a_stored_job_whose_plan_meets_a_store_outage_is_not_failed(
+    model: LocalModel, jobs: JobManager, epoch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accepted before Redis went down, it must not end failed for the outage: the caller retries it later."""
+    import redis
+
+    record = await jobs.create(image_request(epoch))
+    assert await run_to_the_end(model, jobs, record.id)
+    rerun = stored(jobs, record.id).model_copy(update={"id": "job_outage", "status": "queued", "result": None})
+    model.store.create_job(rerun, 600)
+
+    def store_out(*args: object, **kwargs: object) -> None:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(type(model.store), "list_adapters", store_out)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await jobs.start_stored(rerun)
+    assert stored(jobs, "job_outage").status == "queued"  # not failed: still to run
+    monkeypatch.undo()
+    task = await jobs.start_stored(stored(jobs, "job_outage"))
+    assert task is not None and await model.drive(task)
+    assert stored(jobs, "job_outage").status == "succeeded"
