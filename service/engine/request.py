@@ -76,7 +76,8 @@ class GenerationRequest:
         return self._ti_table
 
     def ti_table_2(self) -> dict:
-        """Token -> the second encoder's vectors (SDXL embeddings' `clip_g`); empty for one-encoder embeddings."""
+        """Token -> the second encoder's vectors (SDXL embeddings' `clip_g`). Called for SDXL models only, whose
+        uploads refuse one-encoder embeddings (AdapterError should one get here)."""
         from adapters.textual_inversion import ti_table_2
 
         return ti_table_2([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
