@@ -128,14 +128,6 @@ def _content(
     return ids, spliced
 
 
-def content_lengths(
-    prompts: Sequence[str], tables: Sequence[Mapping[str, torch.Tensor]], tokenizer: Any, max_length: int
-) -> list[int]:
-    """Per prompt, the positions its content takes between BOS and EOS once truncated to `max_length`: its EOS is
-    at 1 + that (where SDXL's second encoder pools)."""
-    return [min(len(_content(p, t, tokenizer)[0]), max_length - 2) for p, t in zip(prompts, tables, strict=True)]
-
-
 def build_inputs_embeds(
     prompt: str,
     table: Mapping[str, torch.Tensor],
@@ -144,6 +136,17 @@ def build_inputs_embeds(
     max_length: int | None = None,
 ) -> torch.Tensor:
     """`prompt` -> `inputs_embeds` [L, D] (L = `max_length`, default the tokenizer's, 77 for CLIP)."""
+    return _embeds_and_eos(prompt, table, tokenizer, token_embedding, max_length)[0]
+
+
+def _embeds_and_eos(
+    prompt: str,
+    table: Mapping[str, torch.Tensor],
+    tokenizer: Any,
+    token_embedding: nn.Embedding | torch.Tensor,
+    max_length: int | None,
+) -> tuple[torch.Tensor, int]:
+    """`build_inputs_embeds`, and the position of the row's EOS (1 + its content, truncated to fit)."""
     weight = token_embedding.weight if isinstance(token_embedding, nn.Embedding) else token_embedding
     length = max_length or int(tokenizer.model_max_length)
     pad_id = _pad_id(tokenizer)
@@ -156,7 +159,7 @@ def build_inputs_embeds(
         for position, vector in spliced.items():
             if position < len(content):
                 embeds[1 + position] = vector.to(embeds)
-    return embeds
+    return embeds, 1 + len(content)
 
 
 def build_inputs_embeds_batch(
@@ -173,3 +176,16 @@ def build_inputs_embeds_batch(
             for p, t in zip(prompts, tables, strict=True)
         ]
     )
+
+
+def build_inputs_embeds_and_eos(
+    prompts: Sequence[str],
+    tables: Sequence[Mapping[str, torch.Tensor]],
+    tokenizer: Any,
+    token_embedding: nn.Embedding | torch.Tensor,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`build_inputs_embeds_batch` and each row's EOS position [N] (where SDXL's second encoder pools), from one
+    tokenization of each prompt."""
+    rows = [_embeds_and_eos(p, t, tokenizer, token_embedding, max_length) for p, t in zip(prompts, tables, strict=True)]
+    return torch.stack([embeds for embeds, _ in rows]), torch.tensor([eos for _, eos in rows])

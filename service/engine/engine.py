@@ -37,7 +37,7 @@ from service.engine.model_runner import ModelRunner
 from service.engine.request import GenerationRequest
 from service.engine.samplers import make_scheduler, step_kwargs
 from service.engine.scheduler import pick_rows
-from service.engine.text import PromptEncoder, TextConditioning
+from service.engine.text import PromptEncoder
 from service.engine.work_rate import WorkRate
 from service.runtime.base import Runtime
 
@@ -265,9 +265,7 @@ class Engine:
         cond, uncond = self.text.encode_requests([e.request for e in new])
         text_s = time.perf_counter() - started
         for i, entry in enumerate(new):
-            entry.cond = TextConditioning(
-                cond.hidden[i : i + 1], None if cond.pooled is None else cond.pooled[i : i + 1]
-            )
+            entry.cond = cond.rows(i, i + 1)
             entry.uncond = uncond[i]
             entry.timings["queue_s"] = started - entry.submitted
             entry.timings["text_s"] = text_s

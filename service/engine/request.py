@@ -62,6 +62,7 @@ class GenerationRequest:
     # instead of checking it again, and the TI table it built, which the engine splices prompts with.
     _valid_for: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
     _ti_table: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _ti_table_2: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def guided(self) -> bool:
@@ -76,11 +77,13 @@ class GenerationRequest:
         return self._ti_table
 
     def ti_table_2(self) -> dict:
-        """Token -> the second encoder's vectors (SDXL embeddings' `clip_g`). Called for SDXL models only, whose
-        uploads refuse one-encoder embeddings (AdapterError should one get here)."""
-        from adapters.textual_inversion import ti_table_2
+        """Token -> the second encoder's vectors (SDXL embeddings' `clip_g`), built once like `ti_table`. Called for
+        SDXL models only, whose uploads refuse one-encoder embeddings (AdapterError should one get here)."""
+        if self._ti_table_2 is None:
+            from adapters.textual_inversion import ti_table_2
 
-        return ti_table_2([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+            self._ti_table_2 = ti_table_2([a for a, _ in self.adapters if isinstance(a, TextualInversion)])
+        return self._ti_table_2
 
     def time_ids(self, native_size: int) -> torch.Tensor:
         """SDXL's added time ids [1, 6]: original size, crop top-left, target size ((height, width) pixels)."""

@@ -16,7 +16,7 @@ from transformers import CLIPTokenizer
 
 from adapters.byte_lru import ByteLRU, tensor_bytes
 from adapters.packing import PackedRowCache, adapter_set_key, pack_banks
-from adapters.textual_inversion import build_inputs_embeds_batch, content_lengths
+from adapters.textual_inversion import build_inputs_embeds_and_eos, build_inputs_embeds_batch
 from adapters.types import AdapterSet
 from service.engine.request import GenerationRequest
 from service.runtime.base import Runtime, XLInfo
@@ -29,10 +29,14 @@ class TextConditioning:
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
 
-    def row(self, i: int) -> TextConditioning:
-        """Row i as a batch of one, copied so that it does not keep the whole batch's tensors alive."""
-        pooled = None if self.pooled is None else self.pooled[i : i + 1].clone()
-        return TextConditioning(self.hidden[i : i + 1].clone(), pooled)
+    def rows(self, start: int, stop: int) -> TextConditioning:
+        """Rows start..stop-1, as views of this batch's tensors."""
+        pooled = None if self.pooled is None else self.pooled[start:stop]
+        return TextConditioning(self.hidden[start:stop], pooled)
+
+    def copy(self) -> TextConditioning:
+        """Its own tensors: a cached row must not keep the whole batch's tensors alive through a view."""
+        return TextConditioning(self.hidden.clone(), None if self.pooled is None else self.pooled.clone())
 
     @property
     def nbytes(self) -> int:
@@ -97,9 +101,9 @@ class PromptEncoder:
             return TextConditioning(hidden)
         prompts_2 = list(prompts) if prompts_2 is None else prompts_2
         tables_2 = [{}] * len(prompts) if tables_2 is None else tables_2
-        embeds_2 = build_inputs_embeds_batch(prompts_2, tables_2, self.tokenizer_2, self.xl.token_embedding, length)
-        # Each row's EOS follows its content (BOS + tokens and embedding vectors, truncated to fit).
-        eos = torch.tensor([1 + n for n in content_lengths(prompts_2, tables_2, self.tokenizer_2, length)])
+        embeds_2, eos = build_inputs_embeds_and_eos(
+            prompts_2, tables_2, self.tokenizer_2, self.xl.token_embedding, length
+        )
         hidden_2, pooled = self.runtime.encode_text_2(embeds_2, eos, packed.adapter_slot, packed.text_encoder_2)
         return TextConditioning(torch.cat([hidden, hidden_2], dim=-1), pooled)
 
@@ -132,14 +136,11 @@ class PromptEncoder:
             tables_2,
         )
         for i, key in enumerate(missing):
-            value = cached[key] = conditioning.row(len(requests) + i)
+            value = cached[key] = conditioning.rows(len(requests) + i, len(requests) + i + 1).copy()
             self.uncond_cache.put(key, value, value.nbytes)
         self.uncond_misses += len(missing)
         self.uncond_hits += sum(1 for k in keys if k is not None) - len(missing)
-        cond = TextConditioning(
-            conditioning.hidden[: len(requests)],
-            None if conditioning.pooled is None else conditioning.pooled[: len(requests)],
-        )
+        cond = conditioning.rows(0, len(requests))
         zeros = (
             self._zeros(cond) if any(r.guided and n is None for r, n in zip(requests, negatives, strict=True)) else None
         )
