@@ -6,6 +6,8 @@ Layout of an export directory:
     unet_cfg.onnx / unet.onnx     fused-CFG and plain U-Net with LoRA and VPT banks
     unet_cfg.base.onnx / unet.base.onnx   their adapter-free variants (no adapter_slot, no banks)
     unet_cfg.lora.onnx / unet.lora.onnx   their LoRA-only variants (no VPT banks; exported when P > 0)
+    unet_cfg_shallow.onnx / unet_shallow.onnx (+ .base, .lora)   step caching's shallow U-Nets, on the deep
+                                  feature the full U-Nets also return (export/step_cache.py)
     vae_encoder.onnx / vae_decoder.onnx
     *.opt.onnx                    ORT level-"all" optimized graphs (CPU provider)
     *.fp16.onnx                   fp16 weights and math, fp32 IO (with --fp16)
@@ -27,13 +29,13 @@ from safetensors.torch import save_file
 
 from adapters.errors import AdapterError
 from adapters.lora import rank_bucket
-from adapters.packing import RANK_AXIS
+from adapters.packing import ADAPTER_SLOT, RANK_AXIS
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
 from export.backbone import Backbone, load_backbone
 from export.errors import ExportError
 from export.fp16 import convert_fp16
-from export.graph_names import TEXT_ENCODER, TEXT_ENCODER_2
+from export.graph_names import SHALLOW_OF, TEXT_ENCODER, TEXT_ENCODER_2
 from export.graphs import BASE_GRAPHS, GRAPHS, TensorSpec, graph_io
 from export.manifest import (
     BASE_VARIANT,
@@ -113,6 +115,11 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     )
     # SDXL's second encoder is exported with the first: the text side is one step of the contract.
     names = [*options.graphs, *([TEXT_ENCODER_2] if xl is not None and TEXT_ENCODER in options.graphs else [])]
+    cache = modules.step_cache
+    if cache is None:
+        if skipped := [g for g in names if g in SHALLOW_OF.values()]:
+            progress(f"note: this U-Net has no outer skip branch to cache below; not exporting {', '.join(skipped)}")
+        names = [g for g in names if g not in SHALLOW_OF.values()]
     dims = Dims(
         rows=2,
         slots=3,
@@ -127,11 +134,18 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
     for n, name in enumerate(names, start=1):
         step = _numbered(progress, n, len(names))
         io = partial(
-            graph_io, name, spec, RANK_AXIS, latent_channels=backbone.latent_channels, text_dim=backbone.text_dim, xl=xl
+            graph_io,
+            name,
+            spec,
+            RANK_AXIS,
+            latent_channels=backbone.latent_channels,
+            text_dim=backbone.text_dim,
+            xl=xl,
+            cache=cache,
         )
         inputs, outputs = io(vpt_tokens=vpt_tokens)
         example = random_inputs(inputs, dims, seed=n)
-        files = _export_graph(modules.get(name), example, inputs, outputs, out, name, options, step)
+        files = _export_graph(modules.traced(name), example, inputs, outputs, out, name, options, step)
         entry = GraphEntry(
             file=files.file,
             inputs=[t.to_dict() for t in inputs],
@@ -140,7 +154,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
             variants=files.variants,
         )
         written += files.written
-        if name in BASE_GRAPHS:
+        if name in BASE_GRAPHS and any(t.name == ADAPTER_SLOT for t in inputs):  # else it is its own base variant
             # The adapter-free variant (no `adapter_slot`, no banks) and, with VPT banks, the LoRA-only one:
             # the same example less the inputs they do not take. The runtime picks the smallest a call needs.
             families = {BASE_VARIANT: io(vpt_tokens=0, base=True)[0]}
@@ -148,7 +162,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
             for family, reduced in families.items():
                 taken = [v for t, v in zip(inputs, example, strict=True) if t in reduced]
                 variant = _export_graph(
-                    modules.get(name), taken, reduced, outputs, out, f"{name}.{family}", options, step
+                    modules.traced(name), taken, reduced, outputs, out, f"{name}.{family}", options, step
                 )
                 entry.variants[family_variant(family)] = variant.file
                 entry.variants |= {family_variant(family, k): v for k, v in variant.variants.items()}
@@ -172,6 +186,7 @@ def export_pipeline(options: ExportOptions, progress: Progress = print) -> Manif
         source=str(Path(options.model_dir).resolve()),
         torch_version=torch.__version__,
         sdxl=sdxl,
+        step_cache=cache,
     )
     if options.tensorrt:
         from export.tensorrt_build import build_engines

@@ -9,13 +9,16 @@ The U-Nets also have a base variant: the same contract without `adapter_slot` an
 which no row carries an adapter. It is the same module called without them: no banks are set, the banked
 modules are the plain layers exactly, and the traced graph costs what a plain U-Net export costs (no
 per-row bank gathers, no zero LoRA products, no masked VPT keys).
+
+With step caching (export/step_cache.py) the full U-Nets also return their deep feature (`FeatureGraph`), and
+each has a shallow form that takes it (`ShallowGraph`): the same wrappers, run through the U-Net's shallow path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -34,15 +37,28 @@ from adapters.spec import BackboneSpec
 from adapters.text_encoder import encode_inputs_embeds, encode_penultimate, encode_penultimate_and_pooled
 from export.graph_names import (
     BASE_GRAPHS,
+    CFG_UNETS,
+    FULL_UNETS,
     GRAPHS,
+    SHALLOW_OF,
     TEXT_ENCODER,
     TEXT_ENCODER_2,
     UNET_CFG,
+    UNET_CFG_SHALLOW,
     UNET_PLAIN,
+    UNET_SHALLOW,
     VAE_DECODER,
     VAE_ENCODER,
 )
 from export.guidance import classifier_free_guidance
+from export.step_cache import (
+    DEEP_FEATURE,
+    UNCOND_DEEP_FEATURE,
+    StepCacheDims,
+    capturing_deep_feature,
+    check_splittable,
+    shallow_unet,
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,21 @@ def bank_specs(spec: BackboneSpec, component: str, rank: int | str, vpt_tokens: 
             out.append(TensorSpec(vpt_name(j), ("slots", vpt_tokens, dim), "float32"))
             out.append(TensorSpec(vpt_mask_name(j), ("slots", vpt_tokens), "float32"))
     return out
+
+
+def shallow_bank_specs(spec: BackboneSpec, rank: int | str, vpt_tokens: int, cache: StepCacheDims) -> list[TensorSpec]:
+    """The U-Net bank inputs a shallow graph takes: those of the modules its path runs (`runs_shallow`), in the
+    full graph's order. The others would be dropped by the tracer, which keeps only the inputs a graph reads."""
+    module_of = {}
+    for i, target in enumerate(spec.targets("unet")):
+        module_of[lora_a_name(i)] = module_of[lora_b_name(i)] = target.name
+    for j, block in enumerate(spec.vpt_blocks):
+        module_of[vpt_name(j)] = module_of[vpt_mask_name(j)] = block.name
+    return [
+        b
+        for b in bank_specs(spec, "unet", rank, vpt_tokens)
+        if cache.runs_shallow(module_of[b.name].removeprefix("unet."))
+    ]
 
 
 class _Banked(nn.Module):
@@ -142,6 +173,8 @@ class UNetGraph(_Banked):
     Called without `adapter_slot` and banks it is the base variant (BASE_GRAPHS).
     """
 
+    conditioning_args = 3  # the arguments before `adapter_slot`
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -161,6 +194,8 @@ class UNetCFGGraph(_Banked):
     A row's uncond half uses the same adapter slot as its cond half (the pipeline's negative prompt is
     encoded with the same adapters too). Called without `adapter_slot` and banks it is the base variant.
     """
+
+    conditioning_args = 5
 
     def forward(
         self,
@@ -182,6 +217,8 @@ class UNetXLGraph(_Banked):
     [N, projection_dim] (the pooled prompt embedding) and `time_ids` [N, 6] (original size, crop top-left, target
     size)."""
 
+    conditioning_args = 5
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -201,6 +238,8 @@ class UNetCFGXLGraph(_Banked):
     """SDXL's fused classifier-free guidance: as `UNetCFGGraph`, with `text_embeds` and `uncond_text_embeds`
     [N, projection_dim] (the pooled prompt and negative embeddings) and `time_ids` [N, 6] after `guidance_scale`.
     One set of time ids serves both halves: diffusers' negative time ids default to the prompt's."""
+
+    conditioning_args = 8
 
     def forward(
         self,
@@ -247,6 +286,61 @@ def fused_cfg(
     return classifier_free_guidance(both[:rows], both[rows:], guidance_scale)
 
 
+UNetGraphModule = UNetGraph | UNetCFGGraph | UNetXLGraph | UNetCFGXLGraph
+
+
+class FeatureGraph(nn.Module):
+    """A full U-Net graph that also returns the deep feature(s) step caching keeps: `deep_feature` [N, F, h, w], and
+    for the fused-CFG form `uncond_deep_feature` [N, F, h, w] of the uncond rows."""
+
+    def __init__(self, full: UNetGraphModule, fused: bool) -> None:
+        super().__init__()
+        self.full = full
+        self.fused = fused
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with capturing_deep_feature(self.full.model) as captured:
+            noise = self.full(*args)
+        (feature,) = captured
+        if not self.fused:
+            return noise, feature
+        rows = noise.shape[0]
+        return noise, feature[:rows], feature[rows:]
+
+
+class ShallowGraph(nn.Module):
+    """A full U-Net graph's shallow path: the full graph's conditioning arguments, then the deep feature(s) of an
+    earlier full step (`deep_feature`, and `uncond_deep_feature` for the fused-CFG form), then `adapter_slot` and the
+    banks of the modules the path runs (`shallow_bank_specs`), or none for the base variant."""
+
+    def __init__(self, full: UNetGraphModule, fused: bool, bank_names: list[str], lora_banks: int) -> None:
+        super().__init__()
+        self.full = full
+        self.features = 2 if fused else 1
+        self.bank_names = bank_names
+        self.lora_banks = lora_banks
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        head = self.full.conditioning_args
+        conditioning, features, adapters = args[:head], args[head : head + self.features], args[head + self.features :]
+        feature = torch.cat(features)  # [cond rows; uncond rows], the order `fused_cfg` stacks them in
+        with shallow_unet(self.full.model, feature):
+            return self.full(*conditioning, *self._full_banks(adapters))
+
+    def _full_banks(self, adapters: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor | None, ...]:
+        """`adapter_slot` and the banks in the full graph's order: None for the modules the path does not run,
+        which never read them."""
+        if not adapters:
+            return ()
+        slot, banks = adapters[0], adapters[1:]
+        given = dict(zip(self.bank_names, banks, strict=False))
+        if len(banks) not in (len(self.bank_names), self.lora_banks):
+            raise ValueError(f"expected {len(self.bank_names)} banks, or the {self.lora_banks} LoRA banks")
+        full = self.full.bank_names
+        names = full if len(banks) == len(self.bank_names) else full[: self.full.lora_banks]
+        return (slot, *(given.get(name) for name in names))
+
+
 class VAEEncoderGraph(nn.Module):
     """`image` [N, 3, H, W] in [-1, 1] -> `latent_moments` [N, 2C, h, w] (mean, log-variance).
 
@@ -288,12 +382,23 @@ class GraphModules:
     vae_encoder: VAEEncoderGraph
     vae_decoder: VAEDecoderGraph
     text_encoder_2: TextEncoder2Graph | None = None
+    # Step caching: the U-Nets' shallow paths, and the full U-Nets returning their deep features (FeatureGraph);
+    # None where the U-Net has no outer skip branch (`StepCacheDims.of`).
+    step_cache: StepCacheDims | None = None
+    unet_cfg_shallow: ShallowGraph | None = None
+    unet_shallow: ShallowGraph | None = None
+    with_features: dict[str, FeatureGraph] = field(default_factory=dict)
 
     def get(self, name: str) -> nn.Module:
         module = getattr(self, name)
         if module is None:
             raise ValueError(f"this backbone has no {name} graph")
         return module
+
+    def traced(self, name: str) -> nn.Module:
+        """Graph `name` as the export traces it: the full U-Nets with their deep features where step caching is
+        exported."""
+        return self.with_features.get(name) or self.get(name)
 
 
 def build_graph_modules(
@@ -319,7 +424,7 @@ def build_graph_modules(
     if text_encoder_2 is not None:
         text_2_banked = install_banked(text_encoder_2, spec, "text_encoder_2")
         text_2 = TextEncoder2Graph(text_encoder_2, text_2_banked, bank_specs(spec, "text_encoder_2", RANK_AXIS, 0))
-    return GraphModules(
+    modules = GraphModules(
         text_encoder=TextEncoderGraph(text_encoder, text_banked, text_banks, penultimate=xl),
         unet_cfg=(UNetCFGXLGraph if xl else UNetCFGGraph)(unet, unet_banked, unet_banks),
         unet=(UNetXLGraph if xl else UNetGraph)(unet, unet_banked, unet_banks),
@@ -327,6 +432,20 @@ def build_graph_modules(
         vae_decoder=VAEDecoderGraph(vae),
         text_encoder_2=text_2,
     )
+    cache = StepCacheDims.of(unet)
+    try:
+        check_splittable(unet)
+    except ValueError:
+        cache = None
+    if cache is not None:
+        modules.step_cache = cache
+        shallow = [b.name for b in shallow_bank_specs(spec, RANK_AXIS, vpt_tokens, cache)]
+        lora = sum(1 for name in shallow if is_lora_bank(name))
+        for name in FULL_UNETS:
+            full, fused = modules.get(name), name in CFG_UNETS
+            modules.with_features[name] = FeatureGraph(full, fused)
+            setattr(modules, SHALLOW_OF[name], ShallowGraph(full, fused, shallow, lora))
+    return modules
 
 
 def last_layer_banks(spec: BackboneSpec, component: str) -> set[str]:
@@ -366,10 +485,12 @@ def graph_io(
     text_dim: int,
     base: bool = False,
     xl: XLDims | None = None,
+    cache: StepCacheDims | None = None,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of graph `name` (with `base`: of its adapter-free variant), in argument order; `rank` as
     in `bank_specs`. `text_dim` is the U-Net's context width; `xl`: an SDXL backbone's (the U-Nets take the added
-    conditioning, and `text_encoder_2` exists)."""
+    conditioning, and `text_encoder_2` exists); `cache`: the step-caching split where the export has one (the full
+    U-Nets return their deep features, and the shallow U-Nets exist)."""
     length = spec.max_length
     latent = TensorSpec("sample", ("rows", latent_channels, "height", "width"), "float32")
     step = TensorSpec("timestep", ("rows",), "float32")
@@ -393,19 +514,34 @@ def graph_io(
         hidden = TensorSpec("hidden_states", ("rows", length, xl.text_dim_2), "float32")
         pooled = TensorSpec("text_embeds", ("rows", xl.pooled_dim), "float32")
         return [embeds, eos, slot, *bank_specs(spec, "text_encoder_2", rank, 0)], [hidden, pooled]
-    adapters = [] if base else [slot, *bank_specs(spec, "unet", rank, vpt_tokens)]
+    shallow = name in (UNET_CFG_SHALLOW, UNET_SHALLOW)
+    if shallow and cache is None:
+        raise ValueError(f"{name} is a step-caching graph; this export has none (its U-Net has no outer skip branch)")
+    banks = shallow_bank_specs(spec, rank, vpt_tokens, cache) if shallow else bank_specs(spec, "unet", rank, vpt_tokens)
+    # A shallow path that runs no targeted module takes no adapter inputs at all, like a base variant.
+    adapters = [] if base or not banks else [slot, *banks]
+    features = []
+    if cache is not None:
+        feature = ("rows", cache.feature_channels, "height", "width")
+        fused = (UNET_CFG, UNET_CFG_SHALLOW)
+        names = (DEEP_FEATURE, UNCOND_DEEP_FEATURE) if name in fused else (DEEP_FEATURE,)
+        features = [TensorSpec(n, feature, "float32") for n in names]
     added: list[TensorSpec] = []
     if xl is not None:
         added = [TensorSpec("text_embeds", ("rows", xl.pooled_dim), "float32")]
-        if name == UNET_CFG:
+        if name in (UNET_CFG, UNET_CFG_SHALLOW):
             added.append(TensorSpec("uncond_text_embeds", ("rows", xl.pooled_dim), "float32"))
         added.append(TensorSpec("time_ids", ("rows", TIME_IDS), "float32"))
-    if name == UNET_CFG:
+    if name in (UNET_CFG, UNET_CFG_SHALLOW):
         uncond = TensorSpec("uncond_hidden_states", ("rows", "context", text_dim), "float32")
         scale = TensorSpec("guidance_scale", ("rows",), "float32")
-        return [latent, step, context, uncond, scale, *added, *adapters], [noise]
-    if name == UNET_PLAIN:
-        return [latent, step, context, *added, *adapters], [noise]
+        conditioning = [latent, step, context, uncond, scale, *added]
+    elif name in (UNET_PLAIN, UNET_SHALLOW):
+        conditioning = [latent, step, context, *added]
+    if name in (UNET_CFG, UNET_PLAIN):
+        return [*conditioning, *adapters], [noise, *features]
+    if shallow:
+        return [*conditioning, *features, *adapters], [noise]
     if base:
         raise ValueError(f"{name} has no base variant; graphs with one: {', '.join(BASE_GRAPHS)}")
     image = TensorSpec("image", ("rows", 3, "image_height", "image_width"), "float32")

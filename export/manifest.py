@@ -17,6 +17,7 @@ from adapters.packing import RANK_AXIS, lora_a_name
 from adapters.spec import BackboneSpec
 from export.errors import ExportError
 from export.graphs import TensorSpec, XLDims, graph_io
+from export.step_cache import StepCacheDims
 
 MANIFEST = "manifest.json"
 # 2: the VPT banks hold tokens in attn1's input space, after the block's norm1 (`adapters.vpt`); a version-1
@@ -97,6 +98,9 @@ class Manifest:
     torch_version: str = ""
     # SDXL: {"text_dim_2", "pooled_dim", "force_zeros_for_empty_prompt"}; None for SD-1.x/2.x (and not written)
     sdxl: dict[str, Any] | None = None
+    # Step caching's split (export/step_cache.py) where the export has its graphs: the full U-Nets return their deep
+    # features and the shallow U-Nets exist. None in exports made before it (and not written).
+    step_cache: StepCacheDims | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -107,7 +111,17 @@ class Manifest:
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """The inputs and outputs of graph `name` as this export wrote it (`vpt_tokens`: a LoRA-only variant's 0)."""
         vpt = self.vpt_tokens if vpt_tokens is None else vpt_tokens
-        return graph_io(name, self.spec, self.rank_dim, vpt, self.latent_channels, self.text_dim, base, self.xl_dims)
+        return graph_io(
+            name,
+            self.spec,
+            self.rank_dim,
+            vpt,
+            self.latent_channels,
+            self.text_dim,
+            base,
+            self.xl_dims,
+            self.step_cache,
+        )
 
     @property
     def xl_dims(self) -> XLDims | None:
@@ -133,25 +147,29 @@ class Manifest:
         return dim if isinstance(dim, int) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": self.fingerprint,
-            "source": self.source,
-            "torch_version": self.torch_version,
-            "opset": self.opset,
-            "lora_rank": self.lora_rank,
-            "vpt_tokens": self.vpt_tokens,
-            "latent_channels": self.latent_channels,
-            "latent_size": self.latent_size,
-            "latent_multiple": self.latent_multiple,
-            "vae_scale_factor": self.vae_scale_factor,
-            "scaling_factor": self.scaling_factor,
-            "text_dim": self.text_dim,
-            "prediction_type": self.prediction_type,
-            "spec": self.spec.to_dict(),
-            "graphs": {name: vars(entry) for name, entry in self.graphs.items()},
-            "files": self.files,
-        } | ({"sdxl": self.sdxl} if self.sdxl is not None else {})
+        return (
+            {
+                "format_version": FORMAT_VERSION,
+                "fingerprint": self.fingerprint,
+                "source": self.source,
+                "torch_version": self.torch_version,
+                "opset": self.opset,
+                "lora_rank": self.lora_rank,
+                "vpt_tokens": self.vpt_tokens,
+                "latent_channels": self.latent_channels,
+                "latent_size": self.latent_size,
+                "latent_multiple": self.latent_multiple,
+                "vae_scale_factor": self.vae_scale_factor,
+                "scaling_factor": self.scaling_factor,
+                "text_dim": self.text_dim,
+                "prediction_type": self.prediction_type,
+                "spec": self.spec.to_dict(),
+                "graphs": {name: vars(entry) for name, entry in self.graphs.items()},
+                "files": self.files,
+            }
+            | ({"sdxl": self.sdxl} if self.sdxl is not None else {})
+            | ({"step_cache": self.step_cache.to_dict()} if self.step_cache is not None else {})
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -178,6 +196,7 @@ class Manifest:
                 source=str(data.get("source", "")),
                 torch_version=str(data.get("torch_version", "")),
                 sdxl=_sdxl(data.get("sdxl")),
+                step_cache=StepCacheDims.from_dict(data["step_cache"]) if data.get("step_cache") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ExportError(f"malformed manifest ({type(e).__name__}: {e}): re-run diffplex export") from e

@@ -3,7 +3,9 @@
 For every graph, on seeded random inputs with random adapter banks:
 - `ort_vs_torch`: ONNX Runtime output vs the banked PyTorch modules, relative error (max |a-b| / max |b|);
 - `batch_invariance` (banked graphs and base variants): each row run alone equals the same row in the batch;
-- `slot0_is_base` (banked graphs): rows in slot 0 equal the unadapted diffusers / transformers model.
+- `slot0_is_base` (banked graphs): rows in slot 0 equal the unadapted diffusers / transformers model;
+- `fresh_feature_vs_full` (step caching's shallow U-Nets): the shallow graph given the deep feature(s) the full
+  PyTorch graph computes on the same inputs equals that full graph's output.
 Variants: the portable graph, the ORT-optimized one, fp16 (looser limits), TensorRT engines (`.plan`) and
 ONNX Runtime's CUDA provider where present (`cuda=True`, used by deploy/gpu_check.sh); the U-Nets' base
 variants (no adapter inputs) in the same forms, against the unadapted model.
@@ -20,7 +22,7 @@ import torch
 from adapters.packing import ADAPTER_SLOT
 from adapters.text_encoder import encode_inputs_embeds, encode_penultimate, encode_penultimate_and_pooled
 from export.backbone import Backbone, load_backbone
-from export.graph_names import TEXT_ENCODER_2
+from export.graph_names import CFG_UNETS, SHALLOW_OF, TEXT_ENCODER_2, UNET_CFG_SHALLOW, UNET_SHALLOW
 from export.graphs import (
     TEXT_ENCODER,
     UNET_CFG,
@@ -40,6 +42,7 @@ from export.manifest import (
 )
 from export.ort_session import available_providers, open_session
 from export.random_inputs import Dims, random_inputs
+from export.step_cache import DEEP_FEATURE, UNCOND_DEEP_FEATURE, capturing_deep_feature, shallow_unet
 
 # The banks' rank in the checks: another value than the export traced with (exporter.py), so a graph whose
 # rank axis had been fixed at the tracing value would fail here.
@@ -47,7 +50,9 @@ PARITY_RANK = 8
 FP32_TOLERANCE = 1e-4
 BATCH_TOLERANCE = 1e-5
 FP16_TOLERANCE = 2e-2
-BANKED_GRAPHS = (TEXT_ENCODER, TEXT_ENCODER_2, UNET_CFG, UNET_PLAIN)
+SHALLOW_TOLERANCE = 1e-5  # the step-caching issue's bound for a shallow step on a fresh feature
+BANKED_GRAPHS = (TEXT_ENCODER, TEXT_ENCODER_2, UNET_CFG, UNET_PLAIN, UNET_CFG_SHALLOW, UNET_SHALLOW)
+FEATURES = (DEEP_FEATURE, UNCOND_DEEP_FEATURE)
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -86,40 +91,49 @@ def _take_rows(inputs: list[TensorSpec], values: list[torch.Tensor], rows: list[
 
 @torch.no_grad()
 def _base_output(
-    name: str, backbone: Backbone, inputs: list[TensorSpec], values: list[torch.Tensor]
+    name: str, backbone: Backbone, inputs: list[TensorSpec], values: list[torch.Tensor], features: bool
 ) -> list[torch.Tensor]:
-    """The unadapted model on the same inputs (banked modules idle: they are the base modules then): every output."""
+    """The unadapted model on the same inputs (banked modules idle: they are the base modules then): every output.
+    `features`: the full U-Nets return their deep features too (the export has step caching)."""
     args = dict(zip((s.name for s in inputs), values, strict=True))
     if name == TEXT_ENCODER_2:
         return list(encode_penultimate_and_pooled(backbone.text_encoder_2, args["inputs_embeds"], args["eos_index"]))
     if name == TEXT_ENCODER:
         encode = encode_penultimate if backbone.is_xl else encode_inputs_embeds
         return [encode(backbone.text_encoder, args["inputs_embeds"])]
+    fused = name in CFG_UNETS
+    if name in SHALLOW_OF.values():
+        feature = torch.cat([args[n] for n in FEATURES]) if fused else args[DEEP_FEATURE]
+        with shallow_unet(backbone.unet, feature):
+            return [_unet_output(backbone, args, fused)]
+    if not features:
+        return [_unet_output(backbone, args, fused)]
+    with capturing_deep_feature(backbone.unet) as captured:
+        noise = _unet_output(backbone, args, fused)
+    rows = noise.shape[0]
+    return [noise, captured[0][:rows], captured[0][rows:]] if fused else [noise, captured[0]]
+
+
+def _unet_output(backbone: Backbone, args: dict[str, torch.Tensor], fused: bool) -> torch.Tensor:
     added = {}
     if backbone.is_xl:
-        pooled = (
-            args["text_embeds"] if name == UNET_PLAIN else torch.cat([args["text_embeds"], args["uncond_text_embeds"]])
-        )
-        times = args["time_ids"] if name == UNET_PLAIN else torch.cat([args["time_ids"], args["time_ids"]])
+        pooled = torch.cat([args["text_embeds"], args["uncond_text_embeds"]]) if fused else args["text_embeds"]
+        times = torch.cat([args["time_ids"], args["time_ids"]]) if fused else args["time_ids"]
         added = {"text_embeds": pooled, "time_ids": times}
-    if name == UNET_PLAIN:
+    if not fused:
         extra = {"added_cond_kwargs": added} if added else {}
-        return [
-            backbone.unet(args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False, **extra)[
-                0
-            ]
-        ]
-    return [
-        fused_cfg(
-            backbone.unet,
-            args["sample"],
-            args["timestep"],
-            args["encoder_hidden_states"],
-            args["uncond_hidden_states"],
-            args["guidance_scale"],
-            added or None,
-        )
-    ]
+        return backbone.unet(
+            args["sample"], args["timestep"], args["encoder_hidden_states"], return_dict=False, **extra
+        )[0]
+    return fused_cfg(
+        backbone.unet,
+        args["sample"],
+        args["timestep"],
+        args["encoder_hidden_states"],
+        args["uncond_hidden_states"],
+        args["guidance_scale"],
+        added or None,
+    )
 
 
 def check_graph(
@@ -158,7 +172,7 @@ def check_graph(
     # Every output is checked (SDXL's second text encoder has two); each metric is the worst over them.
     got = session.run(None, _feed(inputs, values))
     with torch.no_grad():
-        want = _outputs(modules.get(name)(*values))
+        want = _outputs(modules.traced(name)(*values))
     report.metrics["ort_vs_torch"] = max(relative_error(g, w.numpy()) for g, w in zip(got, want, strict=True))
     report.limits["ort_vs_torch"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     if banked or base:
@@ -168,11 +182,43 @@ def check_graph(
         report.limits["batch_invariance"] = FP16_TOLERANCE if fp16 else BATCH_TOLERANCE
     if banked:
         slot0 = [i for i, s in enumerate(values[[s.name for s in inputs].index(ADAPTER_SLOT)].tolist()) if s == 0]
-        unadapted = _base_output(name, backbone, inputs, _take_rows(inputs, values, slot0))
+        unadapted = _base_output(
+            name, backbone, inputs, _take_rows(inputs, values, slot0), manifest.step_cache is not None
+        )
         errors = [relative_error(g[slot0], u.numpy()) for g, u in zip(got, unadapted, strict=True)]
         report.metrics["slot0_is_base"] = max(errors)
         report.limits["slot0_is_base"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    if name in SHALLOW_OF.values():
+        full_inputs, _ = manifest.graph_io(_full_of(name), vpt_tokens, base)
+        full_values = random_inputs(full_inputs, dims, seed, slot_rows=[0, 1, 2, 1] if banked else None)
+        report.metrics["fresh_feature_vs_full"] = _fresh_feature_error(
+            _full_of(name), session, inputs, full_inputs, full_values, modules
+        )
+        report.limits["fresh_feature_vs_full"] = FP16_TOLERANCE if fp16 else SHALLOW_TOLERANCE
     return report
+
+
+def _full_of(shallow: str) -> str:
+    return next(full for full, s in SHALLOW_OF.items() if s == shallow)
+
+
+def _fresh_feature_error(
+    full: str,
+    session,
+    inputs: list[TensorSpec],
+    full_inputs: list[TensorSpec],
+    full_values: list[torch.Tensor],
+    modules: GraphModules,
+) -> float:
+    """The shallow graph (`session`, `inputs`) on the deep feature(s) the full PyTorch graph computes from
+    `full_values`, and the same conditioning and banks, vs that full graph's noise prediction: what a shallow step
+    right after a full one would be off by."""
+    with torch.no_grad():
+        noise, *features = modules.traced(full)(*full_values)
+    given = dict(zip((s.name for s in full_inputs), full_values, strict=True))
+    given |= dict(zip(FEATURES, features, strict=False))
+    (got,) = session.run(None, {s.name: given[s.name].numpy() for s in inputs})
+    return relative_error(got, noise.numpy())
 
 
 def _outputs(result: torch.Tensor | tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
