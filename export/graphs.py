@@ -56,7 +56,6 @@ from export.step_cache import (
     UNCOND_DEEP_FEATURE,
     StepCacheDims,
     capturing_deep_feature,
-    check_splittable,
     shallow_unet,
 )
 
@@ -433,10 +432,6 @@ def build_graph_modules(
         text_encoder_2=text_2,
     )
     cache = StepCacheDims.of(unet)
-    try:
-        check_splittable(unet)
-    except ValueError:
-        cache = None
     if cache is not None:
         modules.step_cache = cache
         shallow = [b.name for b in shallow_bank_specs(spec, RANK_AXIS, vpt_tokens, cache)]

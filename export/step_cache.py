@@ -44,9 +44,10 @@ class StepCacheDims:
 
     @classmethod
     def of(cls, unet: nn.Module) -> StepCacheDims | None:
-        """The split of `unet`, or None where it has no outer skip branch to cache below (a single down block)."""
+        """The split of `unet`, or None where it has no outer skip branch to cache below (a single down block) or
+        `shallow_forward` does not cover its conditioning (`unsupported_conditioning`)."""
         channels = list(unet.config.block_out_channels)
-        if len(channels) < 2 or len(unet.up_blocks) != len(channels):
+        if len(channels) < 2 or len(unet.up_blocks) != len(channels) or unsupported_conditioning(unet):
             return None
         # The last up block's input: the previous up block's output, whose width is the second block's.
         return cls(feature_channels=int(channels[1]), up_blocks=len(unet.up_blocks))
@@ -60,17 +61,16 @@ class StepCacheDims:
         return not module_name.startswith(("down_blocks.", "up_blocks.", "mid_block."))
 
 
-def check_splittable(unet: nn.Module) -> None:
-    """ValueError where `shallow_forward` would not reproduce diffusers' forward for this U-Net."""
+def unsupported_conditioning(unet: nn.Module) -> dict[str, object]:
+    """The U-Net's conditioning options `shallow_forward` does not reproduce (empty for SD-1.x/2.x and SDXL)."""
     config = unet.config
-    unsupported = {
+    options = {
         "class_embed_type": config.class_embed_type,
         "addition_embed_type": config.addition_embed_type if config.addition_embed_type != "text_time" else None,
         "encoder_hid_dim_type": config.encoder_hid_dim_type,
         "time_cond_proj_dim": config.time_cond_proj_dim,
     }
-    if given := {k: v for k, v in unsupported.items() if v is not None}:
-        raise ValueError(f"step caching does not support this U-Net's {given}")
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @contextmanager
@@ -123,8 +123,8 @@ def shallow_forward(
     return_dict: bool = False,
 ) -> tuple[torch.Tensor]:
     """`UNet2DConditionModel.forward` with everything below the outer skip branch replaced by `deep_feature`: the
-    same embedding and block calls as diffusers' forward for the blocks it runs (`check_splittable` names what it
-    does not support)."""
+    same embedding and block calls as diffusers' forward for the blocks it runs (`unsupported_conditioning` names
+    what it does not cover)."""
     if unet.config.center_input_sample:
         sample = 2 * sample - 1.0
     emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep), None)

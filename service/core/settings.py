@@ -108,6 +108,11 @@ class EngineSettings(BaseModel):
     # Unconditional embeddings per (negative prompt, text-side adapter set): [77, D] floats each, so 64 MiB
     # holds about 280 negatives for SD-1.5 (D = 768) and 1,700 for the shapes backbone.
     uncond_cache_bytes: int = Field(64 * MiB, ge=0)
+    # Step caching's deep features, held by the active requests that ask for it (`cache_interval` > 1): one
+    # [F, h, w] float tensor per U-Net row, 64 KiB per request on the shapes backbone, 10.5 MB on SD-1.5 at 512 px
+    # (21 MB guided), 42 MB on SDXL at 1024 px. A request waits in the queue while its features would go over;
+    # one that alone would is refused. 0 turns step caching off.
+    step_cache_bytes: int = Field(512 * MiB, ge=0)
 
 
 class JobSettings(BaseModel):

@@ -29,7 +29,7 @@ import torch
 
 from adapters.packing import PackedRowCache, adapter_set_key
 from service.core.settings import EngineSettings, FairnessSettings
-from service.engine.errors import Cancelled, QueueFull, TenantBusy
+from service.engine.errors import Cancelled, EngineError, QueueFull, TenantBusy
 from service.engine.fair_queue import FairQueue
 from service.engine.job import ActiveRequest, GenerationResult, Job, Progress
 from service.engine.latents import img2img_latents, latent_shape, to_pixels, txt2img_latents
@@ -37,6 +37,7 @@ from service.engine.model_runner import ModelRunner
 from service.engine.request import GenerationRequest
 from service.engine.samplers import make_scheduler, step_kwargs
 from service.engine.scheduler import pick_rows
+from service.engine.step_cache import feature_bytes
 from service.engine.text import PromptEncoder
 from service.engine.work_rate import WorkRate
 from service.runtime.base import Runtime
@@ -63,16 +64,19 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._outstanding = 0  # submitted and not yet resolved: what `load` and a draining stop wait for
+        self._feature_bytes = 0  # step caching's features the active requests may hold (`reserved_bytes`)
         self._ticks = 0  # busy ticks: the scheduler's turn
         self._images = 0
         self.size_multiple = self.info.size_multiple
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters since start: U-Net calls and rows (a fused-CFG call over N requests runs 2N), busy ticks, images."""
+        """Counters since start: U-Net calls and rows (a fused-CFG call over N requests runs 2N; of them, those run on
+        the shallow path of step caching), busy ticks, images."""
         return {
             "unet_calls": self.model.calls,
             "unet_rows": self.model.rows,
+            "unet_shallow_rows": self.model.shallow_rows,
             "ticks": self._ticks,
             "images": self._images,
         }
@@ -93,11 +97,15 @@ class Engine:
         callbacks = progress or [None] * len(requests)
         for request in requests:
             if not request.validated(self.info.image_size, self.size_multiple):
-                request.validate(self.info.image_size, self.size_multiple, self.info.xl is not None)
+                request.validate(
+                    self.info.image_size, self.size_multiple, self.info.xl is not None, self.runtime.step_cache
+                )
         entries = [
             ActiveRequest(request, Future(), callback, time.perf_counter(), threading.Event())
             for request, callback in zip(requests, callbacks, strict=True)
         ]
+        for entry in entries:
+            entry.feature_bytes = self._feature_bytes_of(entry.request)
         work: dict[str, int] = {}
         for entry in entries:
             work[entry.tenant] = work.get(entry.tenant, 0) + entry.work
@@ -112,6 +120,20 @@ class Engine:
             self._outstanding += len(entries)
         self._wake.set()
         return [Job(entry) for entry in entries]
+
+    def _feature_bytes_of(self, request: GenerationRequest) -> int:
+        """The step-caching features `request` will hold while active; EngineError where they alone would not fit
+        `step_cache_bytes`, so it could never be admitted."""
+        if request.cache_interval <= 1:
+            return 0
+        need = feature_bytes(request.guided, latent_shape(request, self.info), self.info.step_cache_channels)
+        if need > self.config.step_cache_bytes:
+            raise EngineError(
+                f"cache_interval keeps {need / 2**20:.1f} MiB of features for this request, more than this server "
+                f"holds for step caching ({self.config.step_cache_bytes / 2**20:.1f} MiB): ask for a smaller image, "
+                "or leave cache_interval at 1"
+            )
+        return need
 
     def _busy(self, tenant: str, work: int) -> TenantBusy:
         """The refusal of `work` more for a tenant at its cap (under the lock), with an estimate of when it fits."""
@@ -147,8 +169,11 @@ class Engine:
         if entry.resolved:
             return
         entry.resolved = True
+        entry.features.clear()
         with self._lock:  # its work no longer counts to its tenant's cap (before the caller sees the result)
             self._queue.release(entry.tenant, entry.work)
+            self._feature_bytes -= entry.reserved_bytes
+            entry.reserved_bytes = 0
         if not entry.future.done():
             if error is None:
                 entry.future.set_result(result)
@@ -246,8 +271,15 @@ class Engine:
     def _admit(self) -> None:
         with self._lock:
             room = self.config.max_active - len(self._active)
-            popped = [self._queue.pop() for _ in range(min(room, len(self._queue)))]  # fair order (fair_queue.py)
-            new = [e for e in popped if e is not None]
+            new: list[ActiveRequest] = []
+            # Fair order (fair_queue.py). A request whose step-caching features do not fit beside the active
+            # requests' waits at its place, and those behind it with it: none overtakes it.
+            while len(new) < room and (head := self._queue.peek()) is not None:
+                if self._feature_bytes + head.feature_bytes > self.config.step_cache_bytes:
+                    break
+                new.append(self._queue.pop())
+                head.reserved_bytes = head.feature_bytes
+                self._feature_bytes += head.feature_bytes
         if not new:
             return
         try:

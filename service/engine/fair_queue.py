@@ -97,12 +97,16 @@ class FairQueue(Generic[T]):
         state.outstanding += work
         self._queued += 1
 
+    def peek(self) -> T | None:
+        """The item `pop` would return next, left queued."""
+        state = self._next()
+        return None if state is None else state.queue[0][1]
+
     def pop(self) -> T | None:
         """The next item to admit: the head of the backlogged tenant with the least virtual finish."""
-        backlogged = [state for state in self._tenants.values() if state.queue]
-        if not backlogged:
+        state = self._next()
+        if state is None:
             return None
-        state = min(backlogged, key=lambda s: (s.finish + s.queue[0][2] / s.weight, s.queue[0][0]))
         _, item, work = state.queue.popleft()
         start = state.finish
         state.finish = start + work / state.weight
@@ -135,6 +139,12 @@ class FairQueue(Generic[T]):
         """Queued items, tenant by tenant."""
         for state in self._tenants.values():
             yield from (item for _, item, _ in state.queue)
+
+    def _next(self) -> _Tenant[T] | None:
+        backlogged = [state for state in self._tenants.values() if state.queue]
+        if not backlogged:
+            return None
+        return min(backlogged, key=lambda s: (s.finish + s.queue[0][2] / s.weight, s.queue[0][0]))
 
     def _forget_idle(self) -> None:
         """Drop tenants whose state equals a new tenant's (nothing held, no credit ahead of virtual time), so

@@ -13,6 +13,7 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from service.engine.request import GenerationRequest
+from service.engine.step_cache import CachedFeature
 from service.engine.text import TextConditioning
 
 Progress = Callable[[int, int], None]  # (steps done, steps total)
@@ -45,6 +46,9 @@ class ActiveRequest:
     step: int = 0
     unet_key: str = ""
     uncond_pred: torch.Tensor | None = None  # cached for the uncond-refresh option
+    features: dict[str, CachedFeature] = field(default_factory=dict)  # step caching: side -> its deep feature
+    feature_bytes: int = 0  # what `features` may grow to (step_cache.py `feature_bytes`), set at submission
+    reserved_bytes: int = 0  # of the engine's `step_cache_bytes`: `feature_bytes` while active, 0 before and after
     started: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     resolved: bool = False

@@ -11,6 +11,7 @@ import torch
 from adapters.types import AdapterSet, LoRAAdapter, TextualInversion, VPTAdapter
 from service.engine.errors import EngineError
 from service.engine.samplers import SAMPLERS
+from service.generation.params import MAX_CACHE_INTERVAL
 
 _ids = itertools.count(1)
 
@@ -45,6 +46,7 @@ class GenerationRequest:
     variation_strength: float = 0.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # fractions of the trajectory that get guidance
     uncond_refresh: int = 1  # recompute the unconditional prediction every k steps (1: every step)
+    cache_interval: int = 1  # step caching: the full U-Net every k-th step, its shallow path between (1: off)
     adapters: AdapterSet = ()  # LoRA / VPT / TI with weights, from the tenant's namespace
     init_image: np.ndarray | None = None  # img2img: uint8 [H, W, 3]
     strength: float = 0.8
@@ -107,10 +109,10 @@ class GenerationRequest:
         """Whether `validate` passed for these sizes (planning validates; the engine then does not again)."""
         return self._valid_for == (native_size, multiple)
 
-    def validate(self, native_size: int, multiple: int, xl: bool = False) -> None:
+    def validate(self, native_size: int, multiple: int, xl: bool = False, step_cache: bool = False) -> None:
         """EngineError naming the first field the engine cannot run as given; AdapterError for a token that two
-        of its embeddings define. `xl`: the model is SDXL (the XL_FIELDS apply). Call it once, after the last
-        change to the request."""
+        of its embeddings define. `xl`: the model is SDXL (the XL_FIELDS apply); `step_cache`: the backend runs the
+        shallow U-Nets (`cache_interval` > 1). Call it once, after the last change to the request."""
         self._check_xl_fields(xl)
         if not 1 <= self.steps <= 500:
             raise EngineError(f"steps must be between 1 and 500, not {self.steps}")
@@ -127,6 +129,13 @@ class GenerationRequest:
             raise EngineError(f"guidance_interval must be [start, end] with 0 <= start < end <= 1, not {[lo, hi]}")
         if self.uncond_refresh < 1:
             raise EngineError(f"uncond_refresh must be at least 1, not {self.uncond_refresh}")
+        if not 1 <= self.cache_interval <= MAX_CACHE_INTERVAL:
+            raise EngineError(f"cache_interval must be between 1 and {MAX_CACHE_INTERVAL}, not {self.cache_interval}")
+        if self.cache_interval > 1 and not step_cache:
+            raise EngineError(
+                "cache_interval > 1 needs the step-caching U-Nets, which this backend lacks (an export made before "
+                "them, or the TensorRT backend): re-run diffplex export, or leave cache_interval at 1"
+            )
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and not side_supported(value, native_size, multiple):
                 raise EngineError(

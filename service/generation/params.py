@@ -19,6 +19,9 @@ MAX_TEXT_CHARS = 10_000  # prompt and negative prompt (`limits.max_prompt_chars`
 MAX_ADAPTERS = 64  # adapters named in one body (`limits.max_adapters_per_request`, 8 by default, decides)
 MAX_FIELD_CHARS = 256  # `user`, `quality`, `style` (`limits.max_field_chars` may lower it)
 MAX_NAME_CHARS = 100  # adapter names (service.tenants.names) and model names
+# Step caching's interval: beyond this the deep features are staler than any measured setting is worth
+# (BENCHMARKS.md, guidance options); the engine checks the same bound.
+MAX_CACHE_INTERVAL = 10
 
 
 class AdapterRef(BaseModel):
@@ -81,4 +84,11 @@ class ImageParams(BaseModel):
     variation_strength: float = Field(default=0.0, allow_inf_nan=False)
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     uncond_refresh: int = Field(default=1, ge=1)
+    cache_interval: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CACHE_INTERVAL,
+        description="step caching: the full U-Net every k-th step, its shallow path on the cached deep feature in "
+        "between (1: off); faster at a measured quality cost (BENCHMARKS.md)",
+    )
     adapters: list[AdapterRef] = Field(default_factory=list, max_length=MAX_ADAPTERS)

@@ -200,6 +200,7 @@ def plan(
             variation_strength=params.variation_strength,
             guidance_interval=params.guidance_interval,
             uncond_refresh=params.uncond_refresh,
+            cache_interval=params.cache_interval,
             adapters=adapters,
             init_image=init_image,
             strength=strength,
@@ -211,7 +212,7 @@ def plan(
     for request in requests:
         # EngineError, or AdapterError for a token two of the tenant's embeddings define -> 400, before anything
         # is queued; the engine trusts a request validated here and does not check it again.
-        request.validate(info.image_size, size_multiple, info.xl is not None)
+        request.validate(info.image_size, size_multiple, info.xl is not None, info.step_cache_channels > 0)
     defined = [t for adapter, _ in adapters if isinstance(adapter, TextualInversion) for t in adapter.tokens]
     warnings = request_warnings(
         texts(params, prompt),

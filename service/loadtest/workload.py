@@ -86,6 +86,7 @@ class RequestSpec(_Strict):
     eta: float | None = Field(default=None, allow_inf_nan=False)
     guidance_interval: tuple[float, float] | None = None
     uncond_refresh: int | None = Field(default=None, ge=1)
+    cache_interval: int | None = Field(default=None, ge=1)
     adapters: list[AdapterUse] = Field(default_factory=list)
     response_format: Literal["b64_json", "url"] = "b64_json"
 

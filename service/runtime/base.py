@@ -21,6 +21,10 @@ Banks = Mapping[str, torch.Tensor]
 AddedCond = Mapping[str, torch.Tensor]
 ADDED_COND = ("text_embeds", "time_ids")
 ADDED_COND_CFG = ("text_embeds", "uncond_text_embeds", "time_ids")
+# Step caching (export/step_cache.py): a call's deep features, one tensor [N, F, h, w] per side, cond then uncond
+# for a fused-CFG call. Given to a U-Net call, it runs the shallow path on them; `return_features` asks a full call
+# for its own.
+DeepFeatures = tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class BackboneInfo:
     # every call is packed at it (`pack_banks(fixed_rank=True)`) instead of at its own rank bucket.
     lora_rank_fixed: bool = False
     xl: XLInfo | None = None  # SDXL's second text encoder and added conditioning; None for SD-1.x/2.x
+    # Step caching (export/step_cache.py): the deep feature's channels where the backend runs the shallow U-Nets;
+    # 0 where it cannot (an export made before them, a U-Net without an outer skip branch, TensorRT).
+    step_cache_channels: int = 0
 
     @property
     def image_size(self) -> int:
@@ -68,6 +75,12 @@ class BackboneInfo:
 class Runtime(ABC):
     name: str
     info: BackboneInfo
+
+    @property
+    def step_cache(self) -> bool:
+        """Whether the U-Net calls take `features` / `return_features` (step caching): the backend has the shallow
+        graphs. A request with `cache_interval` > 1 is refused where it has not."""
+        return self.info.step_cache_channels > 0
 
     def added_args(self, added: AddedCond | None, names: tuple[str, ...]) -> list[torch.Tensor]:
         """The added-conditioning tensors in graph order: all of `names` for an SDXL backbone, none otherwise."""
@@ -101,13 +114,17 @@ class Runtime(ABC):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Guided noise for N rows from one pass over 2N rows.
 
         `adapter_free`: the caller vouches that every row is in slot 0 and slot 0's banks are zero (as
         `pack_banks` makes them), so the output is the base model's: a backend may then run its adapter-free
         graph, which skips the banks' cost. False is always correct. `added`: SDXL's added conditioning
         (`ADDED_COND_CFG`), required for an SDXL backbone and refused otherwise.
+        Step caching (where `step_cache`): with `features` (cond, uncond) the call runs the shallow path on them;
+        with `return_features` a full call returns (noise, cond feature, uncond feature).
         """
 
     @abstractmethod
@@ -121,8 +138,17 @@ class Runtime(ABC):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
-        """Unguided model output for N rows (`adapter_free` as in `unet_cfg`; `added`: `ADDED_COND` for SDXL)."""
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Unguided model output for N rows (`adapter_free` as in `unet_cfg`; `added`: `ADDED_COND` for SDXL;
+        `features` (one) and `return_features` -> (noise, feature) as in `unet_cfg`)."""
+
+    def check_step_cache(self, features: DeepFeatures | None, return_features: bool) -> None:
+        if (features is not None or return_features) and not self.step_cache:
+            raise ValueError(f"the {self.name} backend has no step-caching graphs")
+        if features is not None and return_features:
+            raise ValueError("a shallow call reuses deep features; it computes none to return")
 
     @abstractmethod
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS, build_spec
 from export.backbone import Backbone
+from export.graph_names import SHALLOW_OF
 from export.manifest import TOKEN_EMBEDDING, TOKEN_EMBEDDING_2, TOKEN_EMBEDDINGS, Manifest
+from export.step_cache import StepCacheDims
 from service.runtime.base import BackboneInfo, XLInfo
 
 
@@ -44,7 +46,15 @@ def export_info(export_dir: Path, manifest: Manifest) -> BackboneInfo:
         token_embedding=tables[TOKEN_EMBEDDING],
         lora_rank_fixed=fixed is not None,
         xl=xl,
+        step_cache_channels=_export_step_cache(manifest),
     )
+
+
+def _export_step_cache(manifest: Manifest) -> int:
+    """The deep feature's channels where the export holds both shallow U-Nets; 0 where it has not."""
+    if manifest.step_cache is None or any(g not in manifest.graphs for g in SHALLOW_OF.values()):
+        return 0
+    return manifest.step_cache.feature_channels
 
 
 def pipeline_info(
@@ -72,7 +82,14 @@ def pipeline_info(
         tokenizer_dir=backbone.model_dir / "tokenizer",
         token_embedding=backbone.text_encoder.get_input_embeddings().weight.detach().cpu(),
         xl=_xl_info(backbone),
+        step_cache_channels=_pipeline_step_cache(backbone),
     )
+
+
+def _pipeline_step_cache(backbone: Backbone) -> int:
+    """The PyTorch backend runs the shallow path wherever the U-Net can be split (export/step_cache.py)."""
+    dims = StepCacheDims.of(backbone.unet)
+    return 0 if dims is None else dims.feature_channels
 
 
 def _xl_info(backbone: Backbone) -> XLInfo | None:

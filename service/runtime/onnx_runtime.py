@@ -6,6 +6,9 @@ holds VPT tokens run its LoRA-only variants. The banked graph pays for its per-r
 keys even where every bank is zero. Exports without those variants run the calls on the banked graphs.
 Each variant's session holds its own copy of the U-Net's weights (export/README.md says why they are not
 shared); `base_graphs=False` / `lora_graphs=False` leave them closed.
+
+Step caching runs the export's shallow U-Nets (and their reduced variants) on the deep features that the full
+U-Nets return beside the noise; a call asks a graph only for the outputs it needs.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import onnxruntime as ort
 import torch
 
 from adapters.packing import VPT_MASK
-from export.graph_names import TEXT_ENCODER_2
+from export.graph_names import SHALLOW_OF, TEXT_ENCODER_2
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN, VAE_DECODER, VAE_ENCODER
 from export.manifest import BASE_VARIANT, LORA_VARIANT, GraphEntry, family_variant, load_manifest
 from export.ort_session import available_providers, open_session
-from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, Runtime
+from export.step_cache import DEEP_FEATURE, UNCOND_DEEP_FEATURE
+from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, DeepFeatures, Runtime
 from service.runtime.info import export_info
 
 
@@ -53,19 +57,21 @@ class GraphRunner:
         self.calls = 0  # which session served a call, for tests and debugging
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The graph's first output (every graph but SDXL's second text encoder has one)."""
-        return self.run_all(tensors)[0]
+        """The graph's first output (the full U-Nets of a step-caching export also return deep features)."""
+        return self.run_all(tensors, self.outputs[:1])[0]
 
-    def run_all(self, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def run_all(self, tensors: dict[str, torch.Tensor], outputs: list[str] | None = None) -> list[torch.Tensor]:
+        """`outputs` (default: all) in that order; the graph runs whole either way, the others are not copied out."""
         self.calls += 1
+        outputs = outputs or self.outputs
         feed = {name: np.ascontiguousarray(tensors[name].numpy()) for name in self.inputs}
         if not self.cuda:
-            return [torch.from_numpy(a) for a in self.session.run(self.outputs, feed)]
+            return [torch.from_numpy(a) for a in self.session.run(outputs, feed)]
         # I/O binding: inputs copied to the GPU once, the outputs allocated there by ORT, one copy back.
         binding = self.session.io_binding()
         for name, array in feed.items():
             binding.bind_cpu_input(name, array)
-        for name in self.outputs:
+        for name in outputs:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
         return [torch.from_numpy(a) for a in binding.copy_outputs_to_cpu()]
@@ -133,7 +139,9 @@ class OnnxRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         tensors = {
             "sample": sample,
             "timestep": timestep.float(),
@@ -142,7 +150,7 @@ class OnnxRuntime(Runtime):
             "guidance_scale": guidance_scale.float(),
         }
         tensors |= dict(zip(ADDED_COND_CFG, self.added_args(added, ADDED_COND_CFG), strict=False))
-        return self._unet(UNET_CFG, tensors, adapter_slot, banks, adapter_free)
+        return self._cached(UNET_CFG, tensors, adapter_slot, banks, adapter_free, features, return_features)
 
     def unet(
         self,
@@ -154,21 +162,48 @@ class OnnxRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         tensors = {"sample": sample, "timestep": timestep.float(), "encoder_hidden_states": cond}
         tensors |= dict(zip(ADDED_COND, self.added_args(added, ADDED_COND), strict=False))
-        return self._unet(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free)
+        return self._cached(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free, features, return_features)
+
+    def _cached(
+        self,
+        graph: str,
+        tensors: dict[str, torch.Tensor],
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        adapter_free: bool,
+        features: DeepFeatures | None,
+        return_features: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """A U-Net call as step caching asks: the full graph, the same with its deep features, or the shallow one."""
+        self.check_step_cache(features, return_features)
+        if features is not None:
+            tensors = tensors | dict(zip((DEEP_FEATURE, UNCOND_DEEP_FEATURE), features, strict=False))
+            return self._unet(SHALLOW_OF[graph], tensors, adapter_slot, banks, adapter_free)[0]
+        outputs = self._unet(graph, tensors, adapter_slot, banks, adapter_free, return_features)
+        return tuple(outputs) if return_features else outputs[0]
 
     def _unet(
-        self, graph: str, tensors: dict[str, torch.Tensor], adapter_slot: torch.Tensor, banks: Banks, adapter_free: bool
-    ) -> torch.Tensor:
-        if adapter_free and (base := self.base_graphs.get(graph)) is not None:
-            return base(tensors)
-        feed = {**tensors, "adapter_slot": adapter_slot, **banks}
-        lora = self.lora_graphs.get(graph)
-        if lora is not None and not carries_vpt(adapter_slot, banks, self.vpt_masks[graph]):
-            return lora(feed)  # the runner takes the inputs its graph has: the LoRA banks, not the VPT ones
-        return self.graphs[graph](feed)
+        self,
+        graph: str,
+        tensors: dict[str, torch.Tensor],
+        adapter_slot: torch.Tensor,
+        banks: Banks,
+        adapter_free: bool,
+        all_outputs: bool = False,
+    ) -> list[torch.Tensor]:
+        """The smallest variant of `graph` that serves the call; its first output, or all of them."""
+        runner = self.graphs[graph]
+        if adapter_free and graph in self.base_graphs:
+            runner = self.base_graphs[graph]
+        elif graph in self.lora_graphs and not carries_vpt(adapter_slot, banks, self.vpt_masks[graph]):
+            runner = self.lora_graphs[graph]  # it takes the LoRA banks, not the VPT ones
+        feed = {**tensors, "adapter_slot": adapter_slot, **banks}  # each runner takes the inputs its graph has
+        return runner.run_all(feed, None if all_outputs else runner.outputs[:1])
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.graphs[VAE_ENCODER]({"image": image})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -13,13 +14,19 @@ from service.runtime.onnx_runtime import OnnxRuntime
 
 
 class _EngineRunner:
+    """An engine behind the ONNX Runtime backend's `GraphRunner` interface."""
+
     def __init__(self, session: TensorRTSession) -> None:
         self.session = session
+        self.outputs = list(session.output_names)
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.run_all(tensors, self.outputs[:1])[0]
+
+    def run_all(self, tensors: dict[str, torch.Tensor], outputs: list[str] | None = None) -> list[torch.Tensor]:
         feed = {name: tensors[name] for name in self.session.input_names}
         out = self.session.run_torch(feed)
-        return out[self.session.output_names[0]].float().cpu()
+        return [out[name].float().cpu() for name in outputs or self.outputs]
 
 
 class TensorRTRuntime(OnnxRuntime):
@@ -41,7 +48,8 @@ class TensorRTRuntime(OnnxRuntime):
             raise FileNotFoundError(
                 f"{export_dir} has no TensorRT engines for {', '.join(missing)}: export with {flag}"
             )
-        self.info = export_info(export_dir, manifest)
+        # Step caching's shallow engines are not run here yet: requests with `cache_interval` > 1 are refused.
+        self.info = replace(export_info(export_dir, manifest), step_cache_channels=0)
         self.graphs = {
             g: _EngineRunner(TensorRTSession(export_dir / e.variants[key])) for g, e in manifest.graphs.items()
         }

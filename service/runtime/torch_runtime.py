@@ -9,9 +9,9 @@ import torch
 from adapters.spec import DEFAULT_TEXT_ENCODER_TARGETS, DEFAULT_UNET_TARGETS
 from adapters.targets import DEFAULT_LORA_RANK, DEFAULT_VPT_TOKENS
 from export.backbone import Backbone, load_backbone
-from export.graph_names import TEXT_ENCODER_2
+from export.graph_names import SHALLOW_OF, TEXT_ENCODER_2
 from export.graphs import TEXT_ENCODER, UNET_CFG, UNET_PLAIN
-from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, Runtime
+from service.runtime.base import ADDED_COND, ADDED_COND_CFG, AddedCond, Banks, DeepFeatures, Runtime
 from service.runtime.info import pipeline_info
 
 
@@ -41,6 +41,8 @@ class TorchRuntime(Runtime):
         graphs = {"unet": UNET_PLAIN, "text_encoder": TEXT_ENCODER, "text_encoder_2": TEXT_ENCODER_2}
         components = ("unet", "text_encoder") + (("text_encoder_2",) if backbone.is_xl else ())
         self._bank_order = {c: self.modules.get(graphs[c]).bank_names for c in components}
+        if self.step_cache:  # the shallow U-Nets take the banks of the modules their path runs
+            self._bank_order["unet_shallow"] = self.modules.unet_shallow.bank_names
 
     def _banks(self, component: str, banks: Banks) -> list[torch.Tensor]:
         return [banks[name].to(self.device) for name in self._bank_order[component]]
@@ -49,6 +51,29 @@ class TorchRuntime(Runtime):
         with torch.inference_mode():
             tensors = [a.to(self.device) for a in args]
             return self.modules.get(graph)(*tensors, *self._banks(component, banks)).float().cpu()
+
+    def _unet(
+        self,
+        graph: str,
+        banks: Banks,
+        args: list[torch.Tensor],
+        adapter_slot: torch.Tensor,
+        features: DeepFeatures | None,
+        return_features: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """A U-Net call: the full graph, the same returning its deep features, or its shallow path on given ones."""
+        self.check_step_cache(features, return_features)
+        if features is not None:
+            module, args, component = self.modules.get(SHALLOW_OF[graph]), [*args, *features], "unet_shallow"
+        else:
+            module = self.modules.traced(graph) if return_features else self.modules.get(graph)
+            component = "unet"
+        with torch.inference_mode():
+            tensors = [a.to(self.device) for a in (*args, adapter_slot)]
+            out = module(*tensors, *self._banks(component, banks))
+        if isinstance(out, tuple):
+            return tuple(o.float().cpu() for o in out)
+        return out.float().cpu()
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self._run(TEXT_ENCODER, "text_encoder", banks, inputs_embeds, adapter_slot)
@@ -74,9 +99,11 @@ class TorchRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
-        extra = self.added_args(added, ADDED_COND_CFG)
-        return self._run(UNET_CFG, "unet", banks, sample, timestep, cond, uncond, guidance_scale, *extra, adapter_slot)
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        args = [sample, timestep, cond, uncond, guidance_scale, *self.added_args(added, ADDED_COND_CFG)]
+        return self._unet(UNET_CFG, banks, args, adapter_slot, features, return_features)
 
     def unet(
         self,
@@ -88,9 +115,11 @@ class TorchRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
-        extra = self.added_args(added, ADDED_COND)
-        return self._run(UNET_PLAIN, "unet", banks, sample, timestep, cond, *extra, adapter_slot)
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        args = [sample, timestep, cond, *self.added_args(added, ADDED_COND)]
+        return self._unet(UNET_PLAIN, banks, args, adapter_slot, features, return_features)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
