@@ -5,7 +5,8 @@ For every graph, on seeded random inputs with random adapter banks:
 - `batch_invariance` (banked graphs and base variants): each row run alone equals the same row in the batch;
 - `slot0_is_base` (banked graphs): rows in slot 0 equal the unadapted diffusers / transformers model;
 - `fresh_feature_vs_full` (step caching's shallow U-Nets): the shallow graph given the deep feature(s) the full
-  PyTorch graph computes on the same inputs equals that full graph's output.
+  PyTorch graph computes on the same inputs equals that full graph's output (across backends, so within the
+  `ort_vs_torch` bound; tests/export/test_step_cache.py holds each backend to 1e-5 on its own).
 Variants: the portable graph, the ORT-optimized one, fp16 (looser limits), TensorRT engines (`.plan`) and
 ONNX Runtime's CUDA provider where present (`cuda=True`, used by deploy/gpu_check.sh); the U-Nets' base
 variants (no adapter inputs) in the same forms, against the unadapted model.
@@ -50,7 +51,6 @@ PARITY_RANK = 8
 FP32_TOLERANCE = 1e-4
 BATCH_TOLERANCE = 1e-5
 FP16_TOLERANCE = 2e-2
-SHALLOW_TOLERANCE = 1e-5  # the step-caching issue's bound for a shallow step on a fresh feature
 BANKED_GRAPHS = (TEXT_ENCODER, TEXT_ENCODER_2, UNET_CFG, UNET_PLAIN, UNET_CFG_SHALLOW, UNET_SHALLOW)
 FEATURES = (DEEP_FEATURE, UNCOND_DEEP_FEATURE)
 
@@ -194,7 +194,7 @@ def check_graph(
         report.metrics["fresh_feature_vs_full"] = _fresh_feature_error(
             _full_of(name), session, inputs, full_inputs, full_values, modules
         )
-        report.limits["fresh_feature_vs_full"] = FP16_TOLERANCE if fp16 else SHALLOW_TOLERANCE
+        report.limits["fresh_feature_vs_full"] = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     return report
 
 

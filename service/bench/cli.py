@@ -2,9 +2,9 @@
 
 Suites: engine (the engine's ratios), hotload (adapter upload to first use, cold and warm), memory (RSS per
 hosted adapter), export (export time), precision (fp32 vs fp16, GPU only), profile (where a request's
-time goes), guidance (guidance interval and uncond refresh: rows saved vs judge quality), lora-rank (U-Net call
-time by the LoRA banks' rank), sdxl (the SDXL engine vs diffusers at SDXL-base's widths); `all` runs every suite
-but engine and sdxl, which have their own long runs.
+time goes), guidance (guidance interval, uncond refresh, step caching: rows and FLOPs saved vs judge quality),
+lora-rank (U-Net call time by the LoRA banks' rank), sdxl (the SDXL engine vs diffusers at SDXL-base's widths);
+`all` runs every suite but engine and sdxl, which have their own long runs.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ SUITES = {
     "export": ("service.bench.export_bench", "export_pipeline time on the shipped model"),
     "precision": ("service.bench.precision_bench", "fp32 vs fp16 graphs (GPU only; skipped with the reason)"),
     "profile": ("service.bench.profile_bench", "where a request's time goes: graphs, host, PNG, HTTP"),
-    "guidance": ("service.bench.guidance_bench", "guidance interval and uncond refresh: rows saved vs judge quality"),
+    "guidance": (
+        "service.bench.guidance_bench",
+        "guidance options and step caching: U-Net work saved vs judge quality",
+    ),
     "lora-rank": ("service.bench.rank_bench", "U-Net call time by LoRA rank: fixed R 16 vs each call's rank bucket"),
     "sdxl": ("service.bench.sdxl_bench", "SDXL engine vs diffusers at SDXL-base's widths (random weights, ~14 GB)"),
 }

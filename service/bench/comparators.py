@@ -7,7 +7,7 @@ import torch
 
 from export.guidance import classifier_free_guidance
 from service.engine import Engine, GenerationRequest, GenerationResult
-from service.runtime.base import AddedCond, Banks, Runtime
+from service.runtime.base import AddedCond, Banks, DeepFeatures, Runtime
 
 
 class SplitCFGRuntime(Runtime):
@@ -19,6 +19,10 @@ class SplitCFGRuntime(Runtime):
         self.inner = inner
         self.name = f"{inner.name} (split CFG)"
         self.info = inner.info
+
+    @property
+    def step_cache(self) -> bool:
+        return False  # the comparison is of the CFG forms: no request here asks for step caching
 
     def encode_text(self, inputs_embeds: torch.Tensor, adapter_slot: torch.Tensor, banks: Banks) -> torch.Tensor:
         return self.inner.encode_text(inputs_embeds, adapter_slot, banks)
@@ -40,7 +44,10 @@ class SplitCFGRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
     ) -> torch.Tensor:
+        self.check_step_cache(features, return_features)
         cond_added = uncond_added = None
         if added is not None:  # SDXL: each half with its own pooled embedding, the same time ids
             cond_added = {"text_embeds": added["text_embeds"], "time_ids": added["time_ids"]}
@@ -62,7 +69,10 @@ class SplitCFGRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
     ) -> torch.Tensor:
+        self.check_step_cache(features, return_features)
         return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free, added=added)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Prometheus metrics (`diffplex_` prefix), one registry per app so several apps in one process (tests) do
 not collide in the global one.
 
-Every label value comes from a closed set written in the code (route templates, "cfg" / "plain", the image
-outcomes of IMAGE_OUTCOMES...), never from what a client sends: each distinct value is a new series kept for
-the process's life, so a client-chosen one (an HTTP method, a path) would let anyone grow `/metrics` without
-bound.
+Every label value comes from a closed set written in the code (route templates, "cfg" / "plain" and their
+"_shallow" forms, the image outcomes of IMAGE_OUTCOMES...), never from what a client sends: each distinct value is
+a new series kept for the process's life, so a client-chosen one (an HTTP method, a path) would let anyone grow
+`/metrics` without bound.
 """
 
 from __future__ import annotations

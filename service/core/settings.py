@@ -79,6 +79,11 @@ class HttpSettings(BaseModel):
     public_base_url: str | None = None
 
 
+# Step caching's interval (a request's `cache_interval`): beyond this the deep features are staler than any measured
+# setting is worth (BENCHMARKS.md, guidance options). The body's schema and the engine check it.
+MAX_CACHE_INTERVAL = 10
+
+
 class EngineSettings(BaseModel):
     """The engine's one configuration (`Engine(runtime, settings.engine, settings.fairness)`), and the knobs of
     the runtime it drives."""

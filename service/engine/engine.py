@@ -29,7 +29,7 @@ import torch
 
 from adapters.packing import PackedRowCache, adapter_set_key
 from service.core.settings import EngineSettings, FairnessSettings
-from service.engine.errors import Cancelled, EngineError, QueueFull, TenantBusy
+from service.engine.errors import Cancelled, QueueFull, TenantBusy
 from service.engine.fair_queue import FairQueue
 from service.engine.job import ActiveRequest, GenerationResult, Job, Progress
 from service.engine.latents import img2img_latents, latent_shape, to_pixels, txt2img_latents
@@ -37,7 +37,7 @@ from service.engine.model_runner import ModelRunner
 from service.engine.request import GenerationRequest
 from service.engine.samplers import make_scheduler, step_kwargs
 from service.engine.scheduler import pick_rows
-from service.engine.step_cache import feature_bytes
+from service.engine.step_cache import request_feature_bytes
 from service.engine.text import PromptEncoder
 from service.engine.work_rate import WorkRate
 from service.runtime.base import Runtime
@@ -104,8 +104,8 @@ class Engine:
             ActiveRequest(request, Future(), callback, time.perf_counter(), threading.Event())
             for request, callback in zip(requests, callbacks, strict=True)
         ]
-        for entry in entries:
-            entry.feature_bytes = self._feature_bytes_of(entry.request)
+        for entry in entries:  # EngineError for one whose features could never fit
+            entry.feature_bytes = request_feature_bytes(entry.request, self.info, self.config.step_cache_bytes)
         work: dict[str, int] = {}
         for entry in entries:
             work[entry.tenant] = work.get(entry.tenant, 0) + entry.work
@@ -120,20 +120,6 @@ class Engine:
             self._outstanding += len(entries)
         self._wake.set()
         return [Job(entry) for entry in entries]
-
-    def _feature_bytes_of(self, request: GenerationRequest) -> int:
-        """The step-caching features `request` will hold while active; EngineError where they alone would not fit
-        `step_cache_bytes`, so it could never be admitted."""
-        if request.cache_interval <= 1:
-            return 0
-        need = feature_bytes(request.guided, latent_shape(request, self.info), self.info.step_cache_channels)
-        if need > self.config.step_cache_bytes:
-            raise EngineError(
-                f"cache_interval keeps {need / 2**20:.1f} MiB of features for this request, more than this server "
-                f"holds for step caching ({self.config.step_cache_bytes / 2**20:.1f} MiB): ask for a smaller image, "
-                "or leave cache_interval at 1"
-            )
-        return need
 
     def _busy(self, tenant: str, work: int) -> TenantBusy:
         """The refusal of `work` more for a tenant at its cap (under the lock), with an estimate of when it fits."""

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from adapters.types import AdapterSet, LoRAAdapter, TextualInversion, VPTAdapter
+from service.core.settings import MAX_CACHE_INTERVAL
 from service.engine.errors import EngineError
 from service.engine.samplers import SAMPLERS
-from service.generation.params import MAX_CACHE_INTERVAL
 
 _ids = itertools.count(1)
 

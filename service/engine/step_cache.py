@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from service.engine.errors import EngineError
 from service.engine.guidance import Guidance
+from service.engine.latents import latent_shape
+from service.engine.request import GenerationRequest
+from service.runtime.base import BackboneInfo
 
 COND, UNCOND = "cond", "uncond"
 FLOAT_BYTES = 4
@@ -44,3 +48,18 @@ def feature_bytes(guided: bool, latent_shape: tuple[int, ...], channels: int) ->
     """The bytes a request's kept features take: one [1, F, h, w] float tensor per U-Net row it runs."""
     _, _, height, width = latent_shape
     return (2 if guided else 1) * channels * height * width * FLOAT_BYTES
+
+
+def request_feature_bytes(request: GenerationRequest, info: BackboneInfo, budget: int) -> int:
+    """What `request` will hold of the engine's `step_cache_bytes` (`budget`) while it runs (0 without step
+    caching); EngineError where that alone is over the budget, so it could never be admitted. Planning checks it
+    too, so a job is refused before it is accepted."""
+    if request.cache_interval <= 1:
+        return 0
+    need = feature_bytes(request.guided, latent_shape(request, info), info.step_cache_channels)
+    if need > budget:
+        raise EngineError(
+            f"cache_interval keeps {need / 2**20:.1f} MiB of features for this request, more than this server holds "
+            f"for step caching ({budget / 2**20:.1f} MiB): ask for a smaller image, or leave cache_interval at 1"
+        )
+    return need

@@ -13,15 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core.settings import MAX_CACHE_INTERVAL
+
 MAX_SEED = 2**63 - 1
 MAX_ADAPTER_WEIGHT = 10.0  # |weight| of an adapter, in `adapters` and in <lora:name:weight> tags alike
 MAX_TEXT_CHARS = 10_000  # prompt and negative prompt (`limits.max_prompt_chars`, 1,000 by default, decides)
 MAX_ADAPTERS = 64  # adapters named in one body (`limits.max_adapters_per_request`, 8 by default, decides)
 MAX_FIELD_CHARS = 256  # `user`, `quality`, `style` (`limits.max_field_chars` may lower it)
 MAX_NAME_CHARS = 100  # adapter names (service.tenants.names) and model names
-# Step caching's interval: beyond this the deep features are staler than any measured setting is worth
-# (BENCHMARKS.md, guidance options); the engine checks the same bound.
-MAX_CACHE_INTERVAL = 10
 
 
 class AdapterRef(BaseModel):

@@ -18,6 +18,7 @@ from adapters.errors import DiffplexError
 from service.core.settings import Settings
 from service.engine import GenerationRequest
 from service.engine.request import max_side, side_supported
+from service.engine.step_cache import request_feature_bytes
 from service.generation.images import ImageInputError, parse_size
 from service.generation.params import MAX_SEED, ImageParams
 from service.generation.prompt import PromptError, Tag, embeddings_used, extract_tags
@@ -213,6 +214,7 @@ def plan(
         # EngineError, or AdapterError for a token two of the tenant's embeddings define -> 400, before anything
         # is queued; the engine trusts a request validated here and does not check it again.
         request.validate(info.image_size, size_multiple, info.xl is not None, info.step_cache_channels > 0)
+        request_feature_bytes(request, info, settings.engine.step_cache_bytes)
     defined = [t for adapter, _ in adapters if isinstance(adapter, TextualInversion) for t in adapter.tokens]
     warnings = request_warnings(
         texts(params, prompt),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from service.core.metrics import Metrics
-from service.runtime.base import AddedCond, Banks, Runtime
+from service.runtime.base import AddedCond, Banks, DeepFeatures, Runtime
 
 
 class InstrumentedRuntime(Runtime):
@@ -39,10 +39,22 @@ class InstrumentedRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
-        self.metrics.unet_rows.labels("cfg").observe(2 * sample.shape[0])
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        self.metrics.unet_rows.labels("cfg" if features is None else "cfg_shallow").observe(2 * sample.shape[0])
         return self.inner.unet_cfg(
-            sample, timestep, cond, uncond, guidance_scale, adapter_slot, banks, adapter_free=adapter_free, added=added
+            sample,
+            timestep,
+            cond,
+            uncond,
+            guidance_scale,
+            adapter_slot,
+            banks,
+            adapter_free=adapter_free,
+            added=added,
+            features=features,
+            return_features=return_features,
         )
 
     def unet(
@@ -55,9 +67,21 @@ class InstrumentedRuntime(Runtime):
         *,
         adapter_free: bool = False,
         added: AddedCond | None = None,
-    ) -> torch.Tensor:
-        self.metrics.unet_rows.labels("plain").observe(sample.shape[0])
-        return self.inner.unet(sample, timestep, cond, adapter_slot, banks, adapter_free=adapter_free, added=added)
+        features: DeepFeatures | None = None,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        self.metrics.unet_rows.labels("plain" if features is None else "plain_shallow").observe(sample.shape[0])
+        return self.inner.unet(
+            sample,
+            timestep,
+            cond,
+            adapter_slot,
+            banks,
+            adapter_free=adapter_free,
+            added=added,
+            features=features,
+            return_features=return_features,
+        )
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.inner.vae_encode(image)

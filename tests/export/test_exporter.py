@@ -94,9 +94,13 @@ def test_the_lora_banks_rank_is_a_dynamic_axis_of_every_graph_file(tiny_export: 
                     rank = dims[1] if value.name.startswith("lora_a.") else dims[2]
                     assert rank.dim_param == RANK_AXIS and not rank.HasField("dim_value"), (file, value.name)
                     checked += 1
-    # The text encoder's banks in 3 files, the U-Nets' in 6 each (banked and LoRA-only, 3 forms).
+    # The text encoder's banks in 3 files, the U-Nets' in 6 each (banked and LoRA-only, 3 forms), the shallow U-Nets'
+    # (step caching) those of the modules their path runs.
     n_te, n_unet = len(manifest.spec.targets("text_encoder")), len(manifest.spec.targets("unet"))
-    assert checked == 2 * (3 * n_te + 2 * 6 * n_unet)
+    n_shallow = sum(
+        manifest.step_cache.runs_shallow(t.name.removeprefix("unet.")) for t in manifest.spec.targets("unet")
+    )
+    assert checked == 2 * (3 * n_te + 2 * 6 * n_unet + 2 * 6 * n_shallow)
 
 
 def test_manifest_round_trips_and_lists_every_file(tiny_export: tuple[Path, Manifest]) -> None:

@@ -117,6 +117,7 @@ def test_bad_requests_get_a_400_naming_the_problem(alice: httpx.Client) -> None:
     assert_error(post({**ok, "size": "17x16"}), 400, "width 17")
     assert_error(post({**ok, "size": "big"}), 400, "WIDTHxHEIGHT")
     assert_error(post({**ok, "guidance_interval": [0.8, 0.2]}), 400, "guidance_interval")
+    assert_error(post({**ok, "cache_interval": 11}), 400, "cache_interval")
     assert_error(post({**ok, "prompt": ""}), 400, "prompt")
     assert_error(post({**ok, "prompt": "x" * 1001}), 400, "limit is 1000")
     assert_error(post({**ok, "prompt": "a <lora:style:heavy>"}), 400, "weight must be a number")
@@ -204,6 +205,17 @@ def test_health_and_metrics(server: Server, alice: httpx.Client) -> None:
         assert name in text, name
     assert 'route="/v1/images/generations"' in text
     assert "/v1/images/generations" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_step_caching_is_a_request_option(server: Server, alice: httpx.Client) -> None:
+    body = {"prompt": "a red circle on a blue background", "seed": 4, "steps": 5, "size": "16x16"}
+    full = b64_pixels(alice.post("/v1/images/generations", json=body).json()["data"][0]).astype(int)
+    cached = [alice.post("/v1/images/generations", json={**body, "cache_interval": 2}) for _ in range(2)]
+    assert all(r.status_code == 200 for r in cached), cached[0].text
+    first, second = (b64_pixels(r.json()["data"][0]).astype(int) for r in cached)
+    assert np.abs(first - second).max() <= 1  # deterministic, like every other option
+    assert np.abs(first - full).max() > 1  # and not a no-op: steps 1 and 3 ran the shallow U-Net
+    assert 'diffplex_unet_rows_per_call_count{graph="cfg_shallow"}' in httpx.get(f"{server.url}/metrics").text
 
 
 def images_total(server: Server, status: str) -> float:

@@ -39,5 +39,10 @@ def test_generation_with_adapters_on_onnxruntime(
             assert uploaded.status_code == 201, uploaded.text
             adapted = image(client.post("/v1/images/generations", json={**body, "adapters": [{"name": name}]}))
             assert not np.array_equal(adapted, base)
+            # Step caching on the export's shallow graphs, with the adapter on the steps it runs.
+            cached = client.post(
+                "/v1/images/generations", json={**body, "adapters": [{"name": name}], "cache_interval": 2}
+            )
+            assert cached.status_code == 200, cached.text
     finally:
         server.stop()

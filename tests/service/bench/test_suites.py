@@ -11,6 +11,7 @@ import pytest
 from export.manifest import Manifest
 from models.shapes.train_backbone import PIPELINE_DIR
 from service.bench.cli import main
+from service.bench.guidance_bench import OPTIONS
 from tests.export.fixed_rank import with_fixed_rank
 
 SECTIONS = "# Benchmarks\n\nhand-written text\n\n<!-- bench:engine -->\nengine table\n<!-- /bench:engine -->\n"
@@ -89,15 +90,21 @@ def test_guidance(tmp_path: Path) -> None:
     export = str(tmp_path / "export")
     results, text = _bench(tmp_path, PIPELINE_DIR, "guidance", "--export", export, "--samples", "4", "--steps", "4")
     options = results["options"]
-    assert set(options) == {"baseline", "guidance_interval_0_0.5", "uncond_refresh_2"}
+    assert set(options) == set(OPTIONS) and "cache_interval_3" in options
     base = options["baseline"]
-    assert base["unet_rows_saved"] == 0 and base["gained"] == base["lost"] == 0
-    # Both options skip uncond rows on some steps: fewer U-Net rows than the baseline's 2 per request per step.
+    assert base["unet_rows_saved"] == base["unet_flops_saved"] == 0 and base["gained"] == base["lost"] == 0
+    # The guidance options skip uncond rows on some steps: fewer U-Net rows than the baseline's 2 per request per step.
     assert base["unet_rows"] == 4 * 4 * 2
-    assert all(options[name]["unet_rows"] < base["unet_rows"] for name in options if name != "baseline")
+    assert options["uncond_refresh_2"]["unet_rows"] < base["unet_rows"]
+    # Step caching runs as many rows, shallow on the steps between full ones (steps 1 and 3 of 4 with k = 2).
+    assert options["cache_interval_2"]["unet_rows"] == base["unet_rows"]
+    share = results["shallow_share"]
+    assert 0 < share < 1
+    assert abs(options["cache_interval_2"]["unet_flops_saved"] - 0.5 * (1 - share)) < 1e-9
+    assert set(results["shallow_share_real"]) == {"SD-1.5 at 512 px", "SDXL at 1024 px"}
     for entry in options.values():
         assert 0.0 <= entry["prompt_accuracy"] <= 1.0 and entry["gained"] + entry["lost"] <= 4
-    assert "| uncond_refresh_2 |" in text and "4 prompts per option" in text
+    assert "| uncond_refresh_2 |" in text and "4 prompts per option" in text and "shallow row costs" in text
 
 
 def test_guidance_refuses_too_few_samples(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -131,8 +131,11 @@ def test_one_call_mixes_ranks_per_row(
     assert rank == 128
     alone = [one_call(runtime, graph, inputs, [n], [row_sets[n]]) for n in range(3)]
     assert [r for _, r in alone] == [4, 128, 4]
+    # PyTorch's CPU matmuls sum a rank-4 LoRA padded to a rank-128 bank in another order than at rank 4 (1.03e-5
+    # measured on an AMD EPYC, under 1e-5 on Intel): still float32 rounding, four orders below what the LoRAs change.
+    tolerance = BATCH_TOLERANCE if backend == "ort" else 3 * BATCH_TOLERANCE
     for n, (out, _) in enumerate(alone):
-        assert relative_error(mixed[n : n + 1].numpy(), out.numpy()) <= BATCH_TOLERANCE, n
+        assert relative_error(mixed[n : n + 1].numpy(), out.numpy()) <= tolerance, n
     base, _ = one_call(runtime, graph, inputs, [0, 1, 2], [None, None, None])
-    assert relative_error(mixed[2:].numpy(), base[2:].numpy()) <= BATCH_TOLERANCE  # no adapter: the base model
+    assert relative_error(mixed[2:].numpy(), base[2:].numpy()) <= tolerance  # no adapter: the base model
     assert all(relative_error(mixed[n].numpy(), base[n].numpy()) > 1e-3 for n in (0, 1))  # the LoRAs act

@@ -3,6 +3,8 @@ sampler, steps and seed (<= 1/255 per pixel on PyTorch, <= 2/255 on ONNX Runtime
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +19,29 @@ from tests.service.engine.helpers import generate, img2img_image, max_pixel_diff
 PROMPT = "a red circle on a blue background"
 
 
-def diffusers_image(model_dir: Path, sampler: str, seed: int, steps: int, guidance: float, eta: float) -> np.ndarray:
+def diffusers_image(
+    model_dir: Path,
+    sampler: str,
+    seed: int,
+    steps: int,
+    guidance: float,
+    eta: float,
+    around_unet: Callable[[torch.nn.Module], AbstractContextManager] = lambda _: nullcontext(),
+) -> np.ndarray:
+    """StableDiffusionPipeline's image; `around_unet`: a context its U-Net runs in (step caching's test)."""
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = make_scheduler(sampler, dict(pipe.scheduler.config), steps)
     pipe.set_progress_bar_config(disable=True)
     kwargs = {"eta": eta} if sampler == "ddim" else {}
-    out = pipe(
-        PROMPT,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        output_type="np",
-        generator=torch.Generator().manual_seed(seed),
-        **kwargs,
-    ).images[0]
+    with torch.no_grad(), around_unet(pipe.unet):
+        out = pipe(
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="np",
+            generator=torch.Generator().manual_seed(seed),
+            **kwargs,
+        ).images[0]
     return (out * 255).round().astype(np.uint8)
 
 

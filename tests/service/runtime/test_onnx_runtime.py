@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapters.packing import pack_banks
-from export.graphs import UNET_CFG, UNET_PLAIN
+from export.graphs import BASE_GRAPHS, UNET_CFG, UNET_PLAIN
 from export.manifest import Manifest, is_base_variant, is_lora_variant
 from export.parity import BATCH_TOLERANCE, relative_error
 from service.core.settings import EngineSettings
@@ -132,7 +132,7 @@ def test_an_export_without_lora_graphs_runs_lora_calls_banked(
     tiny_export: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
     old = OnnxRuntime(without_variants(tiny_export[0], tmp_path / "old", is_lora_variant), prefer_gpu=False, threads=1)
-    assert old.lora_graphs == {} and set(old.base_graphs) == {UNET_CFG, UNET_PLAIN}
+    assert old.lora_graphs == {} and set(old.base_graphs) == set(BASE_GRAPHS)
     call(old, UNET_CFG, adapter_free=False, row_sets=[((random_lora(old.info.spec, 1), 0.8),), None])
     assert old.graphs[UNET_CFG].calls == 1
 
