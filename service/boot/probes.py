@@ -39,7 +39,8 @@ async def readyz(state: State) -> JSONResponse:
     engine = state.model.engine
     if engine is None:  # role "api": validates and enqueues; the workers' /readyz report their engines
         return JSONResponse({"status": "ready", "role": "api", "backend": state.settings.backend})
-    return JSONResponse({"status": "ready", "backend": engine.runtime.name, "load": engine.load})
+    answer = {"status": "ready", "backend": engine.runtime.name, "batching": engine.config.batching}
+    return JSONResponse(answer | {"load": engine.load})
 
 
 @router.get(

@@ -91,6 +91,10 @@ class EngineSettings(BaseModel):
     max_rows: int = Field(16, ge=1)  # U-Net rows per call (a guided request counts 2)
     max_queue: int = Field(256, ge=1)  # queued + active requests; beyond that a submission is refused (QueueFull)
     max_active: int = Field(64, ge=1)  # requests holding latents at once
+    # "continuous": requests join the running batch at any step (the engine's design). "request": request-level
+    # batching, the classic server's: a batch is admitted only when the last one has finished, for comparing the
+    # two under load (`diffplex loadtest compare`); never faster.
+    batching: Literal["continuous", "request"] = "continuous"
     idle_wait_s: float = Field(0.05, gt=0)  # how long the idle engine thread sleeps when no submission wakes it
     # R, the PyTorch backend's rank cap: the largest total LoRA rank a request may put on one module (exported
     # backends read theirs from the manifest); each call's banks carry their own.

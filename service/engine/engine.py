@@ -257,6 +257,8 @@ class Engine:
     def _admit(self) -> None:
         with self._lock:
             room = self.config.max_active - len(self._active)
+            if self.config.batching == "request" and self._active:
+                room = 0  # request-level batching: the running batch finishes first
             new: list[ActiveRequest] = []
             # Fair order (fair_queue.py). A request whose step-caching features do not fit beside the active
             # requests' waits at its place, and those behind it with it: none overtakes it.

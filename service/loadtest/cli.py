@@ -2,6 +2,9 @@
 
 Exit codes: 0 done; 1 the server or the run failed (unreachable, keys refused, every request of a level
 refused); 2 bad arguments or a bad workload file.
+
+`diffplex loadtest compare A_DIR B_DIR --label-a continuous --label-b request --out DIR` sets two runs' --out
+side by side (e.g. continuous vs request-level batching); `diffplex loadtest compare --help` for its options.
 """
 
 from __future__ import annotations
@@ -94,6 +97,10 @@ def _command(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # a subcommand in front of this parser, so `diffplex loadtest --url ...` stays as is
+        from service.loadtest import compare_cli
+
+        return compare_cli.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.rate or args.concurrency or args.setup_only):

@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     *(["adapters", "train", kind] for kind in ["lora", "ti", "vpt"]),
     *(["bench", suite] for suite in ["engine", *SUITES, "all"]),
     *(["tenants", action] for action in ["create", "list", "delete"]),
+    ["loadtest", "compare"],
 ]
 COMMAND_LINES = [[name] for name in cli.COMMANDS] + SUBCOMMANDS
 

@@ -4,6 +4,8 @@ Runtime), alone or batched with other requests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,12 @@ def diffusers_image(
     seed: int = 7,
     lora: Path | None = None,
     ti: dict[str, torch.Tensor] | None = None,
+    around_unet: Callable[[torch.nn.Module], AbstractContextManager] = lambda _: nullcontext(),
     **kwargs: Any,
 ) -> np.ndarray:
     """diffusers' image; `lora`: a LoRA file for `load_lora_weights`; `ti`: `clip_l` / `clip_g` vectors of the
-    token <glow>, loaded into each encoder as diffusers' SDXL documentation does."""
+    token <glow>, loaded into each encoder as diffusers' SDXL documentation does; `around_unet`: a context its
+    U-Net runs in (step caching's test)."""
     pipe = _pipeline(model_dir, sampler, steps)
     if lora is not None:
         pipe.load_lora_weights(str(lora))
@@ -55,9 +59,10 @@ def diffusers_image(
         pipe.load_textual_inversion(
             ti["clip_g"], token="<glow>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
         )
-    out = pipe(
-        num_inference_steps=steps, output_type="np", generator=torch.Generator().manual_seed(seed), **kwargs
-    ).images[0]
+    with torch.no_grad(), around_unet(pipe.unet):
+        out = pipe(
+            num_inference_steps=steps, output_type="np", generator=torch.Generator().manual_seed(seed), **kwargs
+        ).images[0]
     return (out * 255).round().astype(np.uint8)
 
 

@@ -19,6 +19,8 @@ from service.engine.step_cache import COND, UNCOND, CachedFeature, feature_bytes
 from service.runtime.torch_runtime import TorchRuntime
 from tests.service.engine.helpers import generate, max_pixel_diff, random_lora, random_vpt
 from tests.service.engine.test_parity_diffusers import PROMPT, diffusers_image
+from tests.service.engine.test_sdxl import BACKENDS, engine_for
+from tests.service.engine.test_sdxl import diffusers_image as sdxl_image
 
 
 def _kept(*steps: tuple[str, int]) -> dict[str, CachedFeature]:
@@ -87,6 +89,19 @@ def test_equals_deepcache_on_the_diffusers_pipeline(
     assert engine.stats["unet_rows"] == 2 * steps
     plain = generate(engine, GenerationRequest(PROMPT, seed=4, steps=steps, guidance_scale=4.0))
     assert max_pixel_diff(plain[0], want) > 2  # the shallow steps change the image: the option is not a no-op
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_sdxl_equals_deepcache_on_the_diffusers_pipeline(
+    backend: str, request: pytest.FixtureRequest, tiny_sdxl_model_dir: Path
+) -> None:
+    """SDXL: the added conditioning reaches the shallow path too (its time embedding)."""
+    want = sdxl_image(
+        tiny_sdxl_model_dir, prompt=PROMPT, guidance_scale=4.0, around_unet=lambda unet: deep_cached(unet, 2)
+    )
+    request_ = GenerationRequest(PROMPT, seed=7, steps=5, sampler="euler", guidance_scale=4.0, cache_interval=2)
+    got = generate(engine_for(backend, request), request_)
+    assert max_pixel_diff(got[0], want) <= BACKENDS[backend]
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
