@@ -150,7 +150,7 @@ class OnnxRuntime(Runtime):
             "guidance_scale": guidance_scale.float(),
         }
         tensors |= dict(zip(ADDED_COND_CFG, self.added_args(added, ADDED_COND_CFG), strict=False))
-        return self._cached(UNET_CFG, tensors, adapter_slot, banks, adapter_free, features, return_features)
+        return self._unet(UNET_CFG, tensors, adapter_slot, banks, adapter_free, features, return_features)
 
     def unet(
         self,
@@ -167,9 +167,9 @@ class OnnxRuntime(Runtime):
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         tensors = {"sample": sample, "timestep": timestep.float(), "encoder_hidden_states": cond}
         tensors |= dict(zip(ADDED_COND, self.added_args(added, ADDED_COND), strict=False))
-        return self._cached(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free, features, return_features)
+        return self._unet(UNET_PLAIN, tensors, adapter_slot, banks, adapter_free, features, return_features)
 
-    def _cached(
+    def _unet(
         self,
         graph: str,
         tensors: dict[str, torch.Tensor],
@@ -179,31 +179,21 @@ class OnnxRuntime(Runtime):
         features: DeepFeatures | None,
         return_features: bool,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """A U-Net call as step caching asks: the full graph, the same with its deep features, or the shallow one."""
+        """The smallest variant that serves the call: of `graph`, or with `features` of its shallow graph (step
+        caching); the noise prediction, or with `return_features` the full graph's outputs (noise, features)."""
         self.check_step_cache(features, return_features)
         if features is not None:
+            graph = SHALLOW_OF[graph]
             tensors = tensors | dict(zip((DEEP_FEATURE, UNCOND_DEEP_FEATURE), features, strict=False))
-            return self._unet(SHALLOW_OF[graph], tensors, adapter_slot, banks, adapter_free)[0]
-        outputs = self._unet(graph, tensors, adapter_slot, banks, adapter_free, return_features)
-        return tuple(outputs) if return_features else outputs[0]
-
-    def _unet(
-        self,
-        graph: str,
-        tensors: dict[str, torch.Tensor],
-        adapter_slot: torch.Tensor,
-        banks: Banks,
-        adapter_free: bool,
-        all_outputs: bool = False,
-    ) -> list[torch.Tensor]:
-        """The smallest variant of `graph` that serves the call; its first output, or all of them."""
         runner = self.graphs[graph]
         if adapter_free and graph in self.base_graphs:
             runner = self.base_graphs[graph]
         elif graph in self.lora_graphs and not carries_vpt(adapter_slot, banks, self.vpt_masks[graph]):
             runner = self.lora_graphs[graph]  # it takes the LoRA banks, not the VPT ones
         feed = {**tensors, "adapter_slot": adapter_slot, **banks}  # each runner takes the inputs its graph has
-        return runner.run_all(feed, None if all_outputs else runner.outputs[:1])
+        if return_features:
+            return tuple(runner.run_all(feed))
+        return runner(feed)
 
     def vae_encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.graphs[VAE_ENCODER]({"image": image})
